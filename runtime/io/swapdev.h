@@ -1,0 +1,59 @@
+// swapdev.h: the swap device, the one narrow interface between the paging
+// code and the operating system's I/O, as LevelDB's Env.
+//
+// Slot s lives at byte offset s * 4096 of the device; slot 0 is never used
+// (it means "no slot").  Writes are asynchronous and their completions are
+// reaped by the aiodone thread; reads are synchronous in the calling thread.
+// The real device is UringSwapDev (io_uring, O_DIRECT); tests substitute
+// devices that inject errors, short transfers and latency.
+//
+// Thread safety: SubmitWrite is called by one thread at a time (the page
+// daemon); ReapWrites by the aiodone thread only; Read and Kick by any thread.
+#ifndef UVMRT_IO_SWAPDEV_H_
+#define UVMRT_IO_SWAPDEV_H_
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace uvmrt::io {
+
+struct WriteCompletion {
+  void* cookie;    // as given to SubmitWrite
+  int64_t result;  // bytes written, or -errno
+};
+
+class SwapDev {
+ public:
+  virtual ~SwapDev() = default;
+
+  // Usable slots: 1 .. nslots().
+  virtual uint64_t nslots() const = 0;
+
+  // Starts writing the pages in iov[0..iovcnt) to slots slot, slot+1, ...
+  // Returns OK once queued; Unavailable if the queue is full for now (a
+  // transient failure: VM_PAGER_AGAIN).  The completion carries `cookie`.
+  // => one caller at a time; iov stays valid until the completion is reaped.
+  virtual absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) = 0;
+
+  // Waits until at least one write completes or Kick() is called, then
+  // appends every available completion to *out.
+  // => called by the aiodone thread only.
+  virtual void ReapWrites(std::vector<WriteCompletion>* out) = 0;
+
+  // Makes a ReapWrites in progress (or the next one) return.
+  virtual void Kick() = 0;
+
+  // Reads slots slot, slot+1, ... into iov[0..iovcnt).  A short read is an
+  // error (DataLoss), never success.
+  // => any thread; blocks the caller until the data is in memory.
+  virtual absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) = 0;
+};
+
+}  // namespace uvmrt::io
+
+#endif  // UVMRT_IO_SWAPDEV_H_

@@ -1,0 +1,246 @@
+// uring_swapdev.cc: the io_uring swap device.
+#include "io/uring_swapdev.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "absl/strings/str_format.h"
+#include "runtime/log.h"
+
+namespace uvmrt::io {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kKickCookie = ~uint64_t{0};
+
+std::string errstr(int e) { return strerror(e); }
+
+absl::Status uring_error(int err) {
+  if (err == EPERM || err == EACCES) {
+    return absl::PermissionDeniedError(
+        "uvmrt: io_uring is disabled for this process (kernel.io_uring_disabled): run "
+        "'sysctl -w kernel.io_uring_disabled=0', or run as a member of "
+        "kernel.io_uring_group");
+  }
+  if (err == ENOSYS) {
+    return absl::UnimplementedError(
+        "uvmrt: this kernel has no io_uring: use Linux 6.1 or later built with CONFIG_IO_URING");
+  }
+  return absl::InternalError("uvmrt: io_uring_queue_init failed: " + errstr(err));
+}
+
+}  // namespace
+
+absl::Status ProbeUring() {
+  io_uring ring;
+  int ret = io_uring_queue_init(2, &ring, 0);
+  if (ret < 0) return uring_error(-ret);
+  io_uring_queue_exit(&ring);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileOptions& opts) {
+  if (opts.bytes < kPage * 2) {
+    return absl::InvalidArgumentError("uvmrt: swap file too small: give at least two pages");
+  }
+  std::unique_ptr<UringSwapDev> dev(new UringSwapDev());
+  std::string path = opts.path;
+  if (path.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    path = (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
+  }
+  struct stat st;
+  const bool is_dir = stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  if (!is_dir && stat(path.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrFormat(
+        "uvmrt: swap path %s already exists: remove it, or name a new file or a directory",
+        path));
+  }
+  auto open_swap = [&](int extra) {
+    if (is_dir) return open(path.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC | extra, 0600);
+    return open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | extra, 0600);
+  };
+  int fd = open_swap(O_DIRECT);
+  if (fd < 0 && errno == EINVAL) {
+    if (!opts.allow_buffered) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "uvmrt: the filesystem of swap path %s does not support O_DIRECT (tmpfs?): put the "
+          "swap file on a disk filesystem such as ext4 or xfs, or allow buffered swap",
+          path));
+    }
+    logger()->warn("uvmrt: {} does not support O_DIRECT; swap uses buffered I/O", path);
+    dev->direct_ = false;
+    fd = open_swap(0);
+  }
+  if (fd < 0) {
+    const int e = errno;
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "uvmrt: cannot create swap file at %s: %s: choose a writable directory or file path",
+        path, errstr(e)));
+  }
+  dev->fd_ = fd;
+  dev->path_ = is_dir ? std::string() : path;
+  dev->unlink_at_close_ = !is_dir;
+  const uint64_t bytes = opts.bytes & ~(kPage - 1);
+  // Slot 0 is never used, so the file holds one page more than nslots.
+  dev->nslots_ = bytes / kPage - 1;
+  if (fallocate(fd, 0, 0, static_cast<off_t>(bytes)) != 0) {
+    const int e = errno;
+    if (e == ENOSPC) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "uvmrt: no space for a %d-byte swap file at %s: free space or give a smaller swap size",
+          bytes, path));
+    }
+    if (e != EOPNOTSUPP || ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      return absl::InternalError(
+          absl::StrFormat("uvmrt: cannot size swap file %s: %s", path, errstr(e)));
+    }
+  }
+  dev->depth_ = opts.queue_depth;
+  {
+    absl::MutexLock l(&dev->sq_lock_);
+    int ret = io_uring_queue_init(opts.queue_depth, &dev->wring_, 0);
+    if (ret < 0) return uring_error(-ret);
+    dev->wring_ok_ = true;
+    ret = io_uring_register_files(&dev->wring_, &dev->fd_, 1);
+    if (ret < 0) logger()->info("uvmrt: io_uring file registration unavailable: {}", errstr(-ret));
+  }
+  logger()->info("uvmrt: swap file {} ({} slots, {})", is_dir ? path + "/<O_TMPFILE>" : path,
+                 dev->nslots_, dev->direct_ ? "O_DIRECT" : "buffered");
+  return dev;
+}
+
+UringSwapDev::~UringSwapDev() {
+  {
+    absl::MutexLock l(&sq_lock_);
+    if (wring_ok_) io_uring_queue_exit(&wring_);
+  }
+  {
+    absl::MutexLock l(&read_lock_);
+    for (auto& r : read_all_) io_uring_queue_exit(r.get());
+  }
+  if (fd_ >= 0) close(fd_);
+  if (unlink_at_close_ && !path_.empty()) unlink(path_.c_str());
+}
+
+absl::Status UringSwapDev::SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) {
+  absl::MutexLock l(&sq_lock_);
+  if (inflight_ >= depth_) {
+    return absl::UnavailableError("swap write queue full");
+  }
+  io_uring_sqe* sqe = io_uring_get_sqe(&wring_);
+  if (sqe == nullptr) {
+    io_uring_submit(&wring_);
+    sqe = io_uring_get_sqe(&wring_);
+    if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
+  }
+  io_uring_prep_writev(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  io_uring_sqe_set_data(sqe, cookie);
+  int ret = io_uring_submit(&wring_);
+  if (ret < 0) {
+    if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
+      return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
+    }
+    return absl::InternalError("io_uring_submit: " + errstr(-ret));
+  }
+  inflight_++;
+  return absl::OkStatus();
+}
+
+void UringSwapDev::ReapWrites(std::vector<WriteCompletion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // The completion side of the ring belongs to this (the aiodone) thread;
+  // only the submission side is shared, under sq_lock_.
+  io_uring_cqe* cqe = nullptr;
+  int ret;
+  do {
+    ret = io_uring_wait_cqe(&wring_, &cqe);
+  } while (ret == -EINTR);
+  if (ret < 0) {
+    logger()->error("uvmrt: io_uring_wait_cqe: {}", errstr(-ret));
+    return;
+  }
+  unsigned head, n = 0, writes = 0;
+  io_uring_for_each_cqe(&wring_, head, cqe) {
+    n++;
+    const uint64_t data = io_uring_cqe_get_data64(cqe);
+    if (data == kKickCookie) continue;
+    writes++;
+    out->push_back(WriteCompletion{io_uring_cqe_get_data(cqe), cqe->res});
+  }
+  io_uring_cq_advance(&wring_, n);
+  absl::MutexLock l(&sq_lock_);
+  inflight_ -= writes;
+}
+
+void UringSwapDev::Kick() {
+  absl::MutexLock l(&sq_lock_);
+  io_uring_sqe* sqe = io_uring_get_sqe(&wring_);
+  if (sqe == nullptr) {
+    io_uring_submit(&wring_);
+    sqe = io_uring_get_sqe(&wring_);
+    if (sqe == nullptr) return;
+  }
+  io_uring_prep_nop(sqe);
+  io_uring_sqe_set_data64(sqe, kKickCookie);
+  io_uring_submit(&wring_);
+}
+
+absl::StatusOr<io_uring*> UringSwapDev::get_read_ring() {
+  absl::MutexLock l(&read_lock_);
+  if (!read_free_.empty()) {
+    io_uring* r = read_free_.back();
+    read_free_.pop_back();
+    return r;
+  }
+  auto ring = std::make_unique<io_uring>();
+  int ret = io_uring_queue_init(8, ring.get(), 0);
+  if (ret < 0) return uring_error(-ret);
+  io_uring* r = ring.get();
+  read_all_.push_back(std::move(ring));
+  return r;
+}
+
+void UringSwapDev::put_read_ring(io_uring* ring) {
+  absl::MutexLock l(&read_lock_);
+  read_free_.push_back(ring);
+}
+
+absl::Status UringSwapDev::Read(uint64_t slot, const iovec* iov, int iovcnt) {
+  if (slot == 0 || slot + static_cast<uint64_t>(iovcnt) > nslots_ + 1) {
+    return absl::OutOfRangeError(absl::StrFormat("swap read of slot %d out of range", slot));
+  }
+  absl::StatusOr<io_uring*> ring = get_read_ring();
+  if (!ring.ok()) return ring.status();
+  uint64_t want = 0;
+  for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
+  io_uring_sqe* sqe = io_uring_get_sqe(*ring);
+  io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  int ret = io_uring_submit_and_wait(*ring, 1);
+  io_uring_cqe* cqe = nullptr;
+  if (ret >= 0) {
+    do {
+      ret = io_uring_wait_cqe(*ring, &cqe);
+    } while (ret == -EINTR);
+  }
+  int64_t res = ret < 0 ? ret : cqe->res;
+  if (ret >= 0) io_uring_cqe_seen(*ring, cqe);
+  put_read_ring(*ring);
+  if (res < 0) {
+    return absl::DataLossError(
+        absl::StrFormat("swap read of slot %d failed: %s", slot, errstr(static_cast<int>(-res))));
+  }
+  if (static_cast<uint64_t>(res) != want) {
+    return absl::DataLossError(
+        absl::StrFormat("short swap read at slot %d: %d of %d bytes", slot, res, want));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace uvmrt::io

@@ -1,0 +1,79 @@
+// uring_swapdev.h: the swap device on a file, through io_uring with O_DIRECT.
+//
+// Cluster writes go through one ring that the page daemon submits to and the
+// aiodone thread reaps (so the ring cannot be SINGLE_ISSUER).  Swap-in reads
+// use a small pool of rings, one per concurrent reader, each submitted and
+// reaped by the thread that borrowed it.
+//
+// Thread safety: as SwapDev.
+#ifndef UVMRT_IO_URING_SWAPDEV_H_
+#define UVMRT_IO_URING_SWAPDEV_H_
+
+#include <liburing.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "io/swapdev.h"
+
+namespace uvmrt::io {
+
+struct SwapFileOptions {
+  std::string path;              // a file to create, or a directory; empty: $TMPDIR
+  uint64_t bytes = 0;            // file size (whole pages)
+  bool allow_buffered = false;   // fall back to buffered I/O without O_DIRECT
+  unsigned queue_depth = 256;    // write ring entries
+};
+
+class UringSwapDev final : public SwapDev {
+ public:
+  // Creates (0600, or O_TMPFILE in a directory) and preallocates the swap
+  // file, and sets up the rings.  Errors say what to do.
+  static absl::StatusOr<std::unique_ptr<UringSwapDev>> Open(const SwapFileOptions& opts);
+  ~UringSwapDev() override;
+
+  uint64_t nslots() const override { return nslots_; }
+  absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
+  void ReapWrites(std::vector<WriteCompletion>* out) override;
+  void Kick() override;
+  absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override;
+
+  // The file's path ("" for an unnamed O_TMPFILE file) and whether it is
+  // opened with O_DIRECT.
+  const std::string& path() const { return path_; }
+  bool direct() const { return direct_; }
+
+ private:
+  UringSwapDev() = default;
+  absl::StatusOr<io_uring*> get_read_ring();
+  void put_read_ring(io_uring* ring);
+
+  int fd_ = -1;
+  bool direct_ = true;
+  bool unlink_at_close_ = false;
+  std::string path_;
+  uint64_t nslots_ = 0;
+
+  // The write ring: SQ side under sq_lock_, CQ side owned by the aiodone
+  // thread.
+  absl::Mutex sq_lock_;
+  io_uring wring_ ABSL_GUARDED_BY(sq_lock_);
+  bool wring_ok_ = false;
+  unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
+  unsigned depth_ = 0;
+
+  absl::Mutex read_lock_;
+  std::vector<io_uring*> read_free_ ABSL_GUARDED_BY(read_lock_);
+  std::vector<std::unique_ptr<io_uring>> read_all_ ABSL_GUARDED_BY(read_lock_);
+};
+
+// Probes whether io_uring may be used here; the error says how to enable it.
+absl::Status ProbeUring();
+
+}  // namespace uvmrt::io
+
+#endif  // UVMRT_IO_URING_SWAPDEV_H_

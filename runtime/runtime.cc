@@ -1,0 +1,210 @@
+// runtime.cc: the Runtime object: it creates the user pmap, the swap device
+// and the paging core, and runs their threads:
+//   fault handlers (uffd messages -> uvm_fault), the page daemon
+//   (uvm_pageout) and aiodone (uvm_aiodone_daemon).
+#include "uvmrt/runtime.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "io/uring_swapdev.h"
+#include "runtime/log.h"
+#include "uvm/uvm.h"
+#include "uvm/uvm_upmap.h"
+
+namespace uvmrt {
+
+using uvm::PAGE_SHIFT;
+using uvm::PAGE_SIZE;
+
+class RuntimeImpl {
+ public:
+  ~RuntimeImpl();
+  absl::Status Init(const Options& o);
+  void fault_handler_loop(int id);
+
+  std::unique_ptr<uvm::UffdPmap> pmap;
+  std::unique_ptr<io::UringSwapDev> dev;
+  std::unique_ptr<uvm::Uvm> uvm;
+  int stopfd = -1;
+  std::vector<std::thread> handlers;
+  std::thread pagedaemon;
+  std::thread aiodone;
+};
+
+namespace {
+
+absl::Status ValidateOptions(const Options& o) {
+  if (o.budget_bytes < UVMRT_MIN_BUDGET) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "uvmrt: budget_bytes %d is below the minimum of %d bytes (1 MiB): raise it",
+        o.budget_bytes, UVMRT_MIN_BUDGET));
+  }
+  if (o.cluster_pages < 1 || o.cluster_pages > UVMRT_MAX_CLUSTER_PAGES) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "uvmrt: cluster_pages %d is out of range: give 1 to %d", o.cluster_pages,
+        UVMRT_MAX_CLUSTER_PAGES));
+  }
+  if (o.fault_threads < 1 || o.fault_threads > 64) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "uvmrt: fault_threads %d is out of range: give 1 to 64", o.fault_threads));
+  }
+  const uint64_t swap = o.swap_bytes != 0 ? o.swap_bytes : 4 * o.budget_bytes;
+  // Slot 0 is never used, so the file needs one page more than a cluster.
+  if (swap / PAGE_SIZE < static_cast<uint64_t>(o.cluster_pages) + 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "uvmrt: swap_bytes %d is smaller than one cluster (%d pages) plus a header page: give "
+        "at least %d bytes",
+        swap, o.cluster_pages, (o.cluster_pages + 1) * PAGE_SIZE));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RuntimeImpl::Init(const Options& o) {
+  if (absl::Status st = ValidateOptions(o); !st.ok()) return st;
+  if (absl::Status st = io::ProbeUring(); !st.ok()) return st;
+  absl::StatusOr<std::unique_ptr<uvm::UffdPmap>> p = uvm::UffdPmap::Create();
+  if (!p.ok()) return p.status();
+  pmap = std::move(*p);
+  io::SwapFileOptions so;
+  so.path = o.swap_path;
+  so.bytes = o.swap_bytes != 0 ? o.swap_bytes : 4 * o.budget_bytes;
+  so.allow_buffered = o.allow_buffered_swap;
+  absl::StatusOr<std::unique_ptr<io::UringSwapDev>> d = io::UringSwapDev::Open(so);
+  if (!d.ok()) return d.status();
+  dev = std::move(*d);
+  uvm::uvm_params params;
+  params.npages = o.budget_bytes >> PAGE_SHIFT;
+  params.cluster_pages = o.cluster_pages;
+  params.overcommit = o.overcommit;
+  uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get());
+
+  stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stopfd < 0) return absl::InternalError("uvmrt: eventfd failed");
+  pagedaemon = std::thread([this] {
+    pthread_setname_np(pthread_self(), "uvm_pagedaemon");
+    uvm->uvm_pageout();
+  });
+  aiodone = std::thread([this] {
+    pthread_setname_np(pthread_self(), "uvm_aiodoned");
+    uvm->uvm_aiodone_daemon();
+  });
+  for (int i = 0; i < o.fault_threads; i++) {
+    handlers.emplace_back([this, i] {
+      pthread_setname_np(pthread_self(), absl::StrFormat("uvm_fault%d", i).c_str());
+      fault_handler_loop(i);
+    });
+  }
+  logger()->info("uvmrt: budget {} pages, swap {} slots, {} fault threads",
+                 uvm->exp().npages.load(), dev->nslots(), o.fault_threads);
+  return absl::OkStatus();
+}
+
+void RuntimeImpl::fault_handler_loop(int id) {
+  constexpr int kBatch = 32;
+  uffd_msg msgs[kBatch];
+  pollfd fds[2] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}};
+  for (;;) {
+    int pr = poll(fds, 2, -1);
+    if (pr < 0) {
+      if (errno == EINTR) continue;
+      logger()->critical("uvmrt: fault handler {}: poll: {}", id, strerror(errno));
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      logger()->critical("uvmrt: fault handler {}: read: {}", id, strerror(errno));
+      return;
+    }
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
+      const uffd_msg& m = msgs[i];
+      if (m.event != UFFD_EVENT_PAGEFAULT) continue;
+      const uintptr_t addr = m.arg.pagefault.address & ~(PAGE_SIZE - 1);
+      std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
+      if (r == nullptr) {
+        // Not ours any more (unmapped meanwhile): let the thread retry.
+        uffdio_range range{addr, PAGE_SIZE};
+        ioctl(pmap->uffd(), UFFDIO_WAKE, &range);
+        continue;
+      }
+      const uint64_t flags = m.arg.pagefault.flags;
+      uvm::fault_access access = uvm::FAULT_READ;
+      if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+        access = uvm::FAULT_WP;
+      } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+        access = uvm::FAULT_WRITE;
+      }
+      absl::Status st = uvm->uvm_fault(*r, (addr - r->base()) >> PAGE_SHIFT, access);
+      if (!st.ok()) logger()->warn("uvmrt: fault at {:#x}: {}", addr, st.ToString());
+    }
+  }
+}
+
+RuntimeImpl::~RuntimeImpl() {
+  if (uvm != nullptr) uvm->stop();
+  if (stopfd >= 0) {
+    uint64_t one = 1;
+    if (write(stopfd, &one, sizeof(one)) != sizeof(one)) {
+      logger()->error("uvmrt: cannot signal the fault handlers to stop");
+    }
+  }
+  for (auto& t : handlers) t.join();
+  if (pagedaemon.joinable()) pagedaemon.join();
+  if (aiodone.joinable()) {
+    uvm->stop_aiodone();
+    aiodone.join();
+  }
+  if (uvm != nullptr) uvm->uao_detach_all();
+  uvm.reset();
+  dev.reset();
+  pmap.reset();
+  if (stopfd >= 0) close(stopfd);
+}
+
+Runtime::Runtime(std::unique_ptr<RuntimeImpl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Options& options) {
+  auto impl = std::make_unique<RuntimeImpl>();
+  if (absl::Status st = impl->Init(options); !st.ok()) return st;
+  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+absl::StatusOr<void*> Runtime::Map(size_t bytes) {
+  if (bytes == 0) {
+    return absl::InvalidArgumentError("uvmrt: cannot map zero bytes: ask for at least one byte");
+  }
+  if (bytes > SIZE_MAX - PAGE_SIZE) {
+    return absl::InvalidArgumentError("uvmrt: mapping size overflows: map less");
+  }
+  const uint64_t npages = (bytes + PAGE_SIZE - 1) >> PAGE_SHIFT;
+  absl::StatusOr<std::shared_ptr<uvm::Region>> r = impl_->uvm->uao_create(npages);
+  if (!r.ok()) return r.status();
+  return reinterpret_cast<void*>((*r)->base());
+}
+
+absl::Status Runtime::Unmap(void* addr, size_t bytes) {
+  return impl_->uvm->uao_detach(reinterpret_cast<uintptr_t>(addr), bytes);
+}
+
+Stats Runtime::GetStats() const {
+  Stats s{};
+  impl_->uvm->exp().snapshot(&s);
+  return s;
+}
+
+int64_t Runtime::KernelResidentBytes() const { return impl_->pmap->kernel_resident_bytes(); }
+
+}  // namespace uvmrt

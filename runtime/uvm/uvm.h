@@ -1,0 +1,290 @@
+// uvm.h: the paging core, UVM's global `struct uvm` and the functions of its
+// subsystems.  One Uvm is one runtime's memory: its frames, page queues,
+// free list, swap slots, regions and uvmexp counters.
+//
+// The member functions are grouped by subsystem and defined in the file named
+// for it, as in UVM:
+//   uvm_page.cc     frames, page queues, the free list, uvm_wait
+//   uvm_aobj.cc     regions (uao_create, uao_detach, uao_set_swslot)
+//   uvm_fault.cc    uvm_fault
+//   uvm_pdaemon.cc  the page daemon (uvm_pageout, uvmpd_scan, swapcluster)
+//   uvm_swap.cc     swap slots, uvm_swap_put/get, uvm_swap_dropcluster
+//   io/uvm_aiodone.cc  the aiodone daemon
+//
+// Lock order (a thread may hold locks only in this order):
+//   maplock -> owner lock (chunk vmobjlock) -> pageqlock -> fpageqlock
+//   swap_lock and pdlock are leaves.
+// The page daemon finds pages through the queues, the wrong way round, so it
+// only ever trylocks an owner while it holds pageqlock (uvmpd_trylockowner).
+#ifndef UVMRT_UVM_UVM_H_
+#define UVMRT_UVM_UVM_H_
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "io/swapdev.h"
+#include "uvm/uvm_aobj.h"
+#include "uvm/uvm_page.h"
+#include "uvm/uvm_pmap.h"
+#include "uvm/uvmexp.h"
+
+namespace uvmrt::uvm {
+
+// Pager outcomes, as UVM's VM_PAGER_*.
+enum pager_result { VM_PAGER_OK = 0, VM_PAGER_PEND, VM_PAGER_AGAIN, VM_PAGER_ERROR };
+
+// UVMPD_NUMDIRTYREACTS: dirty pages reactivated per pass when swap is full.
+inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
+
+// Fault access kinds handed to uvm_fault.
+enum fault_access { FAULT_READ, FAULT_WRITE, FAULT_WP };
+
+struct uvm_params {
+  uint64_t npages;          // frames in the budget
+  int cluster_pages;        // SWCLUSTPAGES
+  bool overcommit = false;  // allow mappings beyond npages + swpages
+};
+
+// A cluster being built by the page daemon (OpenBSD's struct swapcluster).
+struct swapcluster {
+  int swc_slot = 0;
+  int swc_nallocated = 0;
+  int swc_nused = 0;
+  std::vector<vm_page*> swc_pages;
+};
+
+// One cluster write in flight (UVM's buf with B_PDAEMON).
+struct swapio {
+  int slot;
+  int npages;
+  std::vector<vm_page*> pages;
+  std::vector<iovec> iov;
+};
+
+class Uvm {
+ public:
+  // `pmap` and `dev` outlive the Uvm.
+  Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev);
+  ~Uvm();
+  Uvm(const Uvm&) = delete;
+  Uvm& operator=(const Uvm&) = delete;
+
+  uvmexp_t& exp() { return uvmexp_; }
+  const uvmexp_t& exp() const { return uvmexp_; }
+  int cluster_pages() const { return params_.cluster_pages; }
+  vm_page* frame(uint32_t i) { return &frames_[i]; }
+  uint32_t frame_index(const vm_page* pg) const {
+    return static_cast<uint32_t>(pg - frames_.get());
+  }
+
+  // ---- regions (uvm_aobj.cc) ----
+
+  // uao_create: maps a new region of `npages` pages.
+  // => any thread.
+  absl::StatusOr<std::shared_ptr<Region>> uao_create(uint64_t npages) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // uao_detach: unmaps the region starting at `addr`; waits for its busy
+  // pages, then frees its frames and swap slots.  `bytes`, if nonzero, must
+  // equal the region's size.
+  // => any thread; holds no lock.
+  absl::Status uao_detach(uintptr_t addr, uint64_t bytes) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // The region containing `addr`, or null.
+  // => any thread.
+  std::shared_ptr<Region> uvm_map_lookup(uintptr_t addr) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // Detaches every region (runtime shutdown).
+  void uao_detach_all() ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // uao_set_swslot: sets the page's slot, returning the old one.
+  // => caller holds c.vmobjlock, c == r.chunk_of(idx).
+  static uint32_t uao_set_swslot(Chunk& c, uint64_t idx, uint32_t slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) {
+    uint32_t old = c.ent[idx & kChunkMask].swslot;
+    c.ent[idx & kChunkMask].swslot = slot;
+    return old;
+  }
+
+  // ---- faults (uvm_fault.cc) ----
+
+  // uvm_fault: resolves a fault on page `idx` of `r`: waits for a busy page,
+  // remaps a resident one, swaps in, or zero-fills.  Every fault ends with
+  // the page mapped, or the faulting threads woken to retry, or poisoned.
+  // => any fault-handler thread; holds no lock.
+  absl::Status uvm_fault(Region& r, uint64_t idx, fault_access access);
+
+  // ---- frames and queues (uvm_page.cc) ----
+
+  // uvm_pagealloc: takes a free frame for page idx of r, or returns null.
+  // => caller holds the owner lock of (r, idx).
+  vm_page* uvm_pagealloc(Region* r, uint64_t idx) ABSL_LOCKS_EXCLUDED(fpageqlock_);
+
+  // uvm_pagefree: dequeues the frame, releases its backing page (unless the
+  // caller already released a whole range) and puts it on the free list.
+  // => caller holds the owner lock; the page is not busy.
+  void uvm_pagefree(vm_page* pg, bool release_backing = true)
+      ABSL_LOCKS_EXCLUDED(pageqlock_, fpageqlock_);
+
+  // uvm_pageactivate / uvm_pagedeactivate / uvm_pagedequeue.
+  // => caller holds the owner lock and pageqlock.
+  void uvm_pageactivate(vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
+  void uvm_pagedeactivate(vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
+  void uvm_pagedequeue(vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
+
+  // Locking wrappers of the above.
+  // => caller holds the owner lock.
+  void pageactivate(vm_page* pg) ABSL_LOCKS_EXCLUDED(pageqlock_);
+
+  // uvm_page_unbusy: clears PG_BUSY and wakes PG_WANTED sleepers.
+  // => caller holds c.vmobjlock, the page's owner chunk.
+  static void uvm_page_unbusy(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+
+  // uvm_wait: wakes the page daemon and sleeps until a frame may be free.
+  // Returns false if the runtime is stopping, or if memory and swap are both
+  // exhausted and nothing has been freed for a long time (the out-of-swap
+  // outcome: the caller fails the fault).
+  // => caller holds no lock; never the page daemon.
+  bool uvm_wait(const char* wmsg) ABSL_LOCKS_EXCLUDED(fpageqlock_);
+
+  // Wakes the page daemon.
+  // => any thread.
+  void wakeup_pagedaemon() ABSL_LOCKS_EXCLUDED(fpageqlock_);
+
+  // ---- page daemon (uvm_pdaemon.cc) ----
+
+  // uvm_pageout: the page daemon's main loop; returns when stop() is called.
+  void uvm_pageout() ABSL_LOCKS_EXCLUDED(pageqlock_, fpageqlock_);
+
+  // One pass of the daemon's work: recompute inactarg and, if below target,
+  // uvmpd_scan.  Exposed so tests can drive the daemon deterministically.
+  // => the page daemon thread (or a test standing in for it).
+  void uvmpd_pass() ABSL_LOCKS_EXCLUDED(pageqlock_, fpageqlock_);
+
+  // uvmpd_scan: scans the inactive queue to meet the free target, then the
+  // active queue to meet the inactive target.
+  // => page daemon only; holds no lock.
+  void uvmpd_scan() ABSL_LOCKS_EXCLUDED(pageqlock_);
+
+  // uvmpd_tune: the paging targets from the budget.
+  void uvmpd_tune();
+
+  // ---- swap (uvm_swap.cc) ----
+
+  // uvm_swap_alloc: allocates *n contiguous slots; with lessok, fewer if no
+  // run of *n is free (*n is updated).  Returns the first slot or 0.
+  // => any thread; swap_lock is a leaf.
+  int uvm_swap_alloc(int* n, bool lessok) ABSL_LOCKS_EXCLUDED(swap_lock_);
+  // uvm_swap_free: frees slots; bad slots are never freed.
+  void uvm_swap_free(int slot, int n) ABSL_LOCKS_EXCLUDED(swap_lock_);
+  // uvm_swap_markbad: the slots are never reused.
+  // => the slots are allocated.
+  void uvm_swap_markbad(int slot, int n) ABSL_LOCKS_EXCLUDED(swap_lock_);
+  // Every slot holds a page that is only in swap (or is bad).
+  bool uvm_swapisfull() const;
+  // Every slot is allocated.
+  bool uvm_swapisfilled() const;
+
+  // uvm_swap_put: starts the cluster write; VM_PAGER_PEND or VM_PAGER_AGAIN.
+  // => page daemon; pages are PG_BUSY; holds no lock.
+  pager_result uvm_swap_put(int slot, vm_page** pages, int npages);
+
+  // uvm_swap_get: reads the page's slot into its frame.
+  // => caller holds no lock; pg is PG_BUSY and owned by the caller.
+  absl::Status uvm_swap_get(vm_page* pg, int slot);
+
+  // uvm_swap_dropcluster: finishes a cluster (seed 000).  On success marks
+  // the pages clean; on error resets each page's slot.  Un-busies the pages.
+  // Returns the first page's old slot for hard errors (else -1).
+  // => holds no lock; takes each page's owner lock.
+  int uvm_swap_dropcluster(vm_page** pgs, int npages, int error);
+
+  // ---- aiodone (io/uvm_aiodone.cc) ----
+
+  // uvm_aiodone_daemon: reaps write completions until stop() and no I/O is
+  // left in flight.
+  void uvm_aiodone_daemon();
+
+  // uvm_aio_aiodone: finishes one cluster write.
+  // => aiodone thread (or a test standing in for it).
+  void uvm_aio_aiodone(swapio* io, int64_t result);
+
+  // ---- lifecycle ----
+
+  // Asks the page daemon and uvm_wait sleepers to stop.
+  // => any thread.
+  void stop() ABSL_LOCKS_EXCLUDED(fpageqlock_);
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+  // Asks aiodone to stop once no write is in flight.
+  // => after the page daemon has returned: nothing submits any more.
+  void stop_aiodone();
+
+  // Capacity for the no-overcommit rule: budget plus usable swap.
+  uint64_t capacity_pages() const;
+
+ private:
+  friend class UvmTestPeer;
+
+  struct pdaemon_iter;
+  vm_page* uvmpd_iter_next(pglist& q, vm_page* iter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
+  void uvmpd_scan_inactive() ABSL_LOCKS_EXCLUDED(pageqlock_);
+  void uvmpd_scan_active(int inactive_shortage, int swap_shortage) ABSL_LOCKS_EXCLUDED(pageqlock_);
+  void uvmpd_dropswap(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+
+  bool swapcluster_allocslots(swapcluster* swc);
+  int swapcluster_add(swapcluster* swc, Chunk& c, vm_page* pg)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  pager_result swapcluster_flush(swapcluster* swc);
+  int swapcluster_nused(const swapcluster* swc) const { return swc->swc_nused; }
+
+  void uao_teardown(Region& r) ABSL_LOCKS_EXCLUDED(maplock_);
+  bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
+  void swap_setbits(uint64_t s, uint64_t n, bool v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
+
+  // Constant after construction.
+  const uvm_params params_;
+  Pmap* const pmap_;
+  io::SwapDev* const dev_;
+  std::unique_ptr<vm_page[]> frames_;
+  uvmexp_t uvmexp_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> aiodone_stopping_{false};
+
+  // Regions (UVM's vm_map, reduced to a table of objects).
+  absl::Mutex maplock_;
+  absl::btree_map<uintptr_t, std::shared_ptr<Region>> regions_ ABSL_GUARDED_BY(maplock_);
+  uint64_t mapped_pages_ ABSL_GUARDED_BY(maplock_) = 0;
+
+  // Page queues.
+  absl::Mutex pageqlock_ ABSL_ACQUIRED_AFTER(maplock_);
+  pglist page_active_ ABSL_GUARDED_BY(pageqlock_);
+  pglist page_inactive_ ABSL_GUARDED_BY(pageqlock_);
+
+  // Free frames, and the sleepers on them.
+  absl::Mutex fpageqlock_ ABSL_ACQUIRED_AFTER(pageqlock_);
+  pglist page_free_ ABSL_GUARDED_BY(fpageqlock_);
+  bool pagedaemon_wanted_ ABSL_GUARDED_BY(fpageqlock_) = false;
+  uint64_t free_generation_ ABSL_GUARDED_BY(fpageqlock_) = 0;  // bumped by each free
+  absl::CondVar pagedaemon_cv_;                                 // the daemon sleeps here
+  absl::CondVar free_cv_;                                       // uvm_wait sleeps here
+
+  // Swap slots: one bit per slot, set when allocated or bad.  A summary count
+  // per group of kSwapGroup slots keeps allocation fast when swap is full.
+  absl::Mutex swap_lock_;
+  std::vector<uint64_t> swap_map_ ABSL_GUARDED_BY(swap_lock_);
+  std::vector<uint32_t> swap_group_free_ ABSL_GUARDED_BY(swap_lock_);
+  std::vector<uint64_t> swap_bad_ ABSL_GUARDED_BY(swap_lock_);
+  uint64_t swap_cursor_ ABSL_GUARDED_BY(swap_lock_) = 1;
+};
+
+}  // namespace uvmrt::uvm
+
+#endif  // UVMRT_UVM_UVM_H_

@@ -1,0 +1,145 @@
+// uvm_aobj.cc: regions, UVM's anonymous objects: creation, lookup and
+// detach (uao_create, uao_detach).
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "runtime/log.h"
+#include "uvm/uvm.h"
+
+namespace uvmrt::uvm {
+
+Region::Region(uintptr_t base, uint64_t npages, uint64_t pgoff)
+    : base_(base), npages_(npages), pgoff_(pgoff), chunks_(new Chunk[nchunks()]) {
+  for (uint64_t c = 0; c < nchunks(); c++) {
+    const uint64_t n = std::min(kChunkPages, npages_ - (c << kChunkShift));
+    absl::MutexLock l(&chunks_[c].vmobjlock);
+    chunks_[c].ent.reset(new pgent[n]);
+  }
+}
+
+absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
+  if (npages == 0) {
+    return absl::InvalidArgumentError("uvmrt: cannot map zero bytes: ask for at least one byte");
+  }
+  if (npages > (uint64_t{1} << 32)) {
+    return absl::InvalidArgumentError(
+        "uvmrt: mapping too large: a region holds at most 2^32 pages (16 TiB)");
+  }
+  {
+    absl::MutexLock l(&maplock_);
+    if (!params_.overcommit && mapped_pages_ + npages > capacity_pages()) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "uvmrt: mapping %d bytes would exceed budget + swap (%d of %d bytes already mapped): "
+          "raise swap_bytes or budget_bytes, unmap regions, or enable overcommit",
+          npages << PAGE_SHIFT, mapped_pages_ << PAGE_SHIFT, capacity_pages() << PAGE_SHIFT));
+    }
+    mapped_pages_ += npages;
+  }
+  auto r = std::make_shared<Region>(0, npages, 0);
+  absl::Status st = pmap_->create_view(*r);
+  if (!st.ok()) {
+    absl::MutexLock l(&maplock_);
+    mapped_pages_ -= npages;
+    return st;
+  }
+  {
+    absl::MutexLock l(&maplock_);
+    regions_[r->base()] = r;
+  }
+  inc(uvmexp_.mapped_bytes, static_cast<int64_t>(r->bytes()));
+  inc(uvmexp_.regions);
+  logger()->debug("uao_create: {} pages at {:#x}", npages, r->base());
+  return r;
+}
+
+std::shared_ptr<Region> Uvm::uvm_map_lookup(uintptr_t addr) {
+  absl::ReaderMutexLock l(&maplock_);
+  auto it = regions_.upper_bound(addr);
+  if (it == regions_.begin()) return nullptr;
+  --it;
+  return it->second->contains(addr) ? it->second : nullptr;
+}
+
+absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
+  std::shared_ptr<Region> r;
+  {
+    absl::MutexLock l(&maplock_);
+    auto it = regions_.find(addr);
+    if (it == regions_.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "uvmrt: %#x is not the start of a mapped region: pass the address Map returned", addr));
+    }
+    const uint64_t rounded = (bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+    if (bytes != 0 && rounded != it->second->bytes()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "uvmrt: unmap size %d does not match the region's size %d: pass the size given to Map",
+          bytes, it->second->bytes()));
+    }
+    r = it->second;
+    regions_.erase(it);
+    mapped_pages_ -= r->npages();
+  }
+  uao_teardown(*r);
+  return absl::OkStatus();
+}
+
+void Uvm::uao_detach_all() {
+  std::vector<std::shared_ptr<Region>> all;
+  {
+    absl::MutexLock l(&maplock_);
+    for (auto& [base, r] : regions_) all.push_back(r);
+    regions_.clear();
+    mapped_pages_ = 0;
+  }
+  for (auto& r : all) uao_teardown(*r);
+}
+
+void Uvm::uao_teardown(Region& r) {
+  // No new mapping can be made once the region is dead and its view gone;
+  // faults still in flight on it find it dead and only wake their threads.
+  r.set_dead();
+  // A barrier: any fault handler that saw the region alive has finished its
+  // mapping call before the view goes away and its addresses can be reused.
+  for (uint64_t ci = 0; ci < r.nchunks(); ci++) {
+    absl::MutexLock l(&r.chunk(ci).vmobjlock);
+  }
+  pmap_->destroy_view(r);
+  int64_t swponly = 0;
+  for (uint64_t ci = 0; ci < r.nchunks(); ci++) {
+    Chunk& c = r.chunk(ci);
+    const uint64_t first = ci << kChunkShift;
+    const uint64_t n = std::min(kChunkPages, r.npages() - first);
+    absl::MutexLock l(&c.vmobjlock);
+    // As uao_detach: wait for every busy page (pageout or swap-in in flight).
+    for (uint64_t j = 0; j < n; j++) {
+      for (;;) {
+        const uint32_t f = c.ent[j].frame;
+        if (f == kNoFrame || !(frames_[f].flags() & PG_BUSY)) break;
+        frames_[f].setbits(PG_WANTED);
+        c.wanted.Wait(&c.vmobjlock);
+      }
+    }
+    // Release the backing pages first, then the frames, so the kernel's count
+    // never exceeds the budget.
+    pmap_->release(r, first, n);
+    for (uint64_t j = 0; j < n; j++) {
+      pgent& e = c.ent[j];
+      if (e.frame != kNoFrame) {
+        uvm_pagefree(&frames_[e.frame], /*release_backing=*/false);
+        e.frame = kNoFrame;
+      } else if (e.swslot != 0) {
+        swponly++;
+      }
+      if (e.swslot != 0) {
+        uvm_swap_free(static_cast<int>(e.swslot), 1);
+        e.swslot = 0;
+      }
+    }
+  }
+  dec(uvmexp_.swpgonly, swponly);
+  pmap_->free_range(r);
+  dec(uvmexp_.mapped_bytes, static_cast<int64_t>(r.bytes()));
+  dec(uvmexp_.regions);
+}
+
+}  // namespace uvmrt::uvm

@@ -1,0 +1,72 @@
+// uvm_aobj.h: regions, UVM's anonymous objects (uvm_aobj).
+//
+// A region is a run of pages the application sees at [base, base + size).
+// Each page has an 8-byte entry: its swap slot (0: none, as uao_find_swslot)
+// and the frame that holds it when resident.  The owner lock (UVM's
+// vmobjlock) is striped: one lock per chunk of kChunkPages pages, so one big
+// region is not one big lock.
+//
+// Thread safety: entries are guarded by their chunk's lock; the geometry is
+// constant after construction; `dead` is set once by uao_detach.
+#ifndef UVMRT_UVM_UVM_AOBJ_H_
+#define UVMRT_UVM_UVM_AOBJ_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "uvm/uvm_page.h"
+
+namespace uvmrt::uvm {
+
+inline constexpr uint32_t kNoFrame = UINT32_MAX;
+inline constexpr uint64_t kChunkShift = 9;  // 512 pages (2 MiB) per owner lock
+inline constexpr uint64_t kChunkPages = uint64_t{1} << kChunkShift;
+inline constexpr uint64_t kChunkMask = kChunkPages - 1;
+
+struct pgent {
+  uint32_t swslot = 0;       // swap slot, 0 if none
+  uint32_t frame = kNoFrame;  // frame index, kNoFrame if not resident
+};
+
+struct Chunk {
+  absl::Mutex vmobjlock;
+  absl::CondVar wanted;  // PG_WANTED sleepers on this chunk's pages
+  std::unique_ptr<pgent[]> ent ABSL_PT_GUARDED_BY(vmobjlock);
+};
+
+class Region {
+ public:
+  Region(uintptr_t base, uint64_t npages, uint64_t pgoff);
+
+  uintptr_t base() const { return base_; }
+  uint64_t npages() const { return npages_; }
+  uint64_t bytes() const { return npages_ << PAGE_SHIFT; }
+  uint64_t pgoff() const { return pgoff_; }  // first page in the backing memfd
+  uint64_t nchunks() const { return (npages_ + kChunkMask) >> kChunkShift; }
+  Chunk& chunk_of(uint64_t idx) const { return chunks_[idx >> kChunkShift]; }
+  Chunk& chunk(uint64_t c) const { return chunks_[c]; }
+  uintptr_t addr(uint64_t idx) const { return base_ + (idx << PAGE_SHIFT); }
+  bool contains(uintptr_t a) const { return a >= base_ && a < base_ + bytes(); }
+
+  bool dead() const { return dead_.load(std::memory_order_acquire); }
+  void set_dead() { dead_.store(true, std::memory_order_release); }
+
+  // Set by the pmap when it creates the application view, before the
+  // region is visible to other threads.
+  void set_base(uintptr_t base) { base_ = base; }
+  void set_pgoff(uint64_t pgoff) { pgoff_ = pgoff; }
+
+ private:
+  uintptr_t base_;
+  const uint64_t npages_;
+  uint64_t pgoff_;
+  std::unique_ptr<Chunk[]> chunks_;
+  std::atomic<bool> dead_{false};
+};
+
+}  // namespace uvmrt::uvm
+
+#endif  // UVMRT_UVM_UVM_AOBJ_H_

@@ -1,0 +1,332 @@
+// uvm_pdaemon.c: the page daemon, ported from OpenBSD's uvm_pdaemon.c.
+//
+// Departures from UVM, each for a reason of user space (docs/architecture.md):
+// - The page-queue lock is dropped around each page's work, so a marker
+//   (PQ_ITER) holds the daemon's place in the queue, as OpenBSD's iterator
+//   does; the system calls behind the pmap never run under pageqlock.
+// - Pages on the inactive queue are always unmapped from the application
+//   view, so pmap_page_protect(PROT_READ) before a pageout needs no call:
+//   a touch faults and waits on PG_BUSY.
+// - The daemon also wakes on a timer, a backstop for lost wakeups.
+#include <errno.h>
+#include <sched.h>
+
+#include <algorithm>
+
+#include "runtime/log.h"
+#include "uvm/uvm.h"
+
+namespace uvmrt::uvm {
+
+/*
+ * uvmpd_tune: tune paging parameters
+ *
+ * => called once the budget is known
+ */
+void Uvm::uvmpd_tune() {
+  const int64_t npages = get(uvmexp_.npages);
+  int64_t freemin = npages / 30;
+  // between 16k and 512k (OpenBSD keeps the lower bound only)
+  freemin = std::max<int64_t>(freemin, (16 * 1024) >> PAGE_SHIFT);
+  int64_t freetarg = (freemin * 4) / 3;
+  if (freetarg <= freemin) freetarg = freemin + 1;
+  uvmexp_.freemin = freemin;
+  uvmexp_.freetarg = freetarg;
+  uvmexp_.wiredmax = npages / 3;
+  uvmexp_.inactarg = freetarg + 1;  // computed in the main daemon loop
+}
+
+/*
+ * uvm_pageout: the main loop for the pagedaemon
+ */
+void Uvm::uvm_pageout() {
+  logger()->debug("pagedaemon: {} frames, freemin {} freetarg {}", get(uvmexp_.npages),
+                  get(uvmexp_.freemin), get(uvmexp_.freetarg));
+  for (;;) {
+    {
+      absl::MutexLock l(&fpageqlock_);
+      if (!pagedaemon_wanted_ && !stopping()) {
+        pagedaemon_cv_.WaitWithTimeout(&fpageqlock_, absl::Milliseconds(250));
+      }
+      pagedaemon_wanted_ = false;
+    }
+    if (stopping()) break;
+    inc(uvmexp_.pdwoke);
+    uvmpd_pass();
+    // if there's any free memory to be had, wake up any waiters.
+    {
+      absl::MutexLock l(&fpageqlock_);
+      if (get(uvmexp_.free) > 0 || get(uvmexp_.paging) == 0) free_cv_.SignalAll();
+    }
+    sched_yield();
+  }
+}
+
+void Uvm::uvmpd_pass() {
+  bool scan;
+  {
+    absl::MutexLock l(&pageqlock_);
+    int64_t inactarg = (get(uvmexp_.active) + get(uvmexp_.inactive)) / 3;
+    if (inactarg <= get(uvmexp_.freetarg)) inactarg = get(uvmexp_.freetarg) + 1;
+    uvmexp_.inactarg = inactarg;
+    scan = get(uvmexp_.free) < get(uvmexp_.freetarg) || get(uvmexp_.inactive) < inactarg;
+  }
+  if (scan) uvmpd_scan();
+}
+
+/*
+ * uvmpd_iter_next: advance the marker `iter` past the next real page of `q`
+ * and return that page, or null at the end of the queue.
+ *
+ * => called with page queues locked
+ */
+vm_page* Uvm::uvmpd_iter_next(pglist& q, vm_page* iter) {
+  vm_page* p = pglist::next(iter);
+  while (p != nullptr && (p->flags() & PQ_ITER)) p = pglist::next(p);
+  q.remove(iter);
+  if (p == nullptr) {
+    q.insert_tail(iter);
+    return nullptr;
+  }
+  q.insert_after(p, iter);
+  return p;
+}
+
+/*
+ * uvmpd_dropswap: free any swap allocated to this page.
+ *
+ * => called with owner locked.
+ */
+void Uvm::uvmpd_dropswap(Chunk& c, vm_page* pg) {
+  const uint32_t slot = uao_set_swslot(c, pg->offset, 0);
+  if (slot != 0) uvm_swap_free(static_cast<int>(slot), 1);
+}
+
+bool Uvm::swapcluster_allocslots(swapcluster* swc) {
+  if (swc->swc_slot != 0) return true;
+  int n = params_.cluster_pages;
+  const int slot = uvm_swap_alloc(&n, true);
+  if (slot == 0) return false;
+  swc->swc_slot = slot;
+  swc->swc_nallocated = n;
+  swc->swc_nused = 0;
+  swc->swc_pages.resize(static_cast<size_t>(params_.cluster_pages));
+  return true;
+}
+
+int Uvm::swapcluster_add(swapcluster* swc, Chunk& c, vm_page* pg) {
+  const int slot = swc->swc_slot + swc->swc_nused;
+  uao_set_swslot(c, pg->offset, static_cast<uint32_t>(slot));
+  swc->swc_pages[static_cast<size_t>(swc->swc_nused)] = pg;
+  swc->swc_nused++;
+  return 0;
+}
+
+/*
+ * swapcluster_flush: write the cluster with uvm_swap_put, directly (seed
+ * 000).  A transient failure drops the cluster and frees its slots; the
+ * pages stay dirty on the inactive queue and are retried later.
+ *
+ * => holds no lock; the cluster's pages are PG_BUSY.
+ */
+pager_result Uvm::swapcluster_flush(swapcluster* swc) {
+  if (swc->swc_slot == 0) return VM_PAGER_OK;
+  const int slot = swc->swc_slot;
+  const int nused = swc->swc_nused;
+  const int nallocated = swc->swc_nallocated;
+  if (nused < nallocated) uvm_swap_free(slot + nused, nallocated - nused);
+  pager_result result = VM_PAGER_OK;
+  if (nused > 0) {
+    inc(uvmexp_.pdpageouts);
+    result = uvm_swap_put(slot, swc->swc_pages.data(), nused);
+    if (result != VM_PAGER_PEND) {
+      uvm_swap_dropcluster(swc->swc_pages.data(), nused, ENOMEM);
+      // for transient failures, free all the swslots
+      uvm_swap_free(slot, nused);
+    } else {
+      inc(uvmexp_.pdpending);
+    }
+  }
+  // zero swslot to indicate that we are no longer building a cluster.
+  swc->swc_slot = 0;
+  swc->swc_nallocated = 0;
+  swc->swc_nused = 0;
+  return result;
+}
+
+/*
+ * uvmpd_scan_inactive: scan the inactive list for pages to clean or free.
+ *
+ * => we work on meeting our free target by converting inactive pages
+ *    into free pages.
+ * => we handle the building of swap-backed clusters
+ */
+void Uvm::uvmpd_scan_inactive() {
+  swapcluster swc;
+  vm_page iter;
+  iter.pg_flags.store(PQ_ITER, std::memory_order_relaxed);
+  int dirtyreacts = 0;
+  const int64_t freetarg = get(uvmexp_.freetarg);
+
+  pageqlock_.Lock();
+  page_inactive_.insert_head(&iter);
+  for (;;) {
+    vm_page* p = uvmpd_iter_next(page_inactive_, &iter);
+    if (p == nullptr) break;
+    // see if we've met our target
+    const int64_t free = get(uvmexp_.free);
+    if (free + get(uvmexp_.paging) >= (freetarg << 2) || dirtyreacts == UVMPD_NUMDIRTYREACTS) {
+      break;
+    }
+    inc(uvmexp_.pdscans);
+
+    // first we attempt to lock the object that this page belongs to.  it is
+    // important to "try" locking the object as we are locking in the wrong
+    // order (pageq -> object) and we don't want to deadlock.
+    Region* r = p->uobject;
+    Chunk& c = r->chunk_of(p->offset);
+    if (!c.vmobjlock.TryLock()) continue;
+    pageqlock_.Unlock();
+
+    bool flush = false;
+    do {
+      if (r->dead()) break;  // uao_detach is freeing it
+      // move referenced pages back to active queue and skip to next page.
+      if (pmap_->is_referenced(p)) {
+        pageactivate(p);
+        inc(uvmexp_.pdreact);
+        break;
+      }
+      if (p->flags() & PG_BUSY) {
+        inc(uvmexp_.pdbusy);
+        break;
+      }
+      // the page is not busy.  if the page is clean we can free it now.
+      if (p->flags() & PG_CLEAN) {
+        // this page now lives only in swap
+        inc(uvmexp_.swpgonly);
+        c.ent[p->offset & kChunkMask].frame = kNoFrame;
+        uvm_pagefree(p);
+        inc(uvmexp_.pdfreed);
+        break;
+      }
+      // this page is dirty, skip it if we'll have met our free target when
+      // all the current pageouts complete.
+      if (free + get(uvmexp_.paging) > (freetarg << 2)) break;
+      // this page is dirty, but we can't page it out since all pages in
+      // swap are only in swap.  reactivate it so that we eventually cycle
+      // all pages thru the inactive queue.
+      if (uvm_swapisfull()) {
+        dirtyreacts++;
+        inc(uvmexp_.pdreacts_dirty);
+        pageactivate(p);
+        break;
+      }
+      // if swap space is full, free any swap allocated to the page so that
+      // other pages can be paged out.
+      if (uvm_swapisfilled()) uvmpd_dropswap(c, p);
+
+      // the page is dirty: mark it busy so no one else touches it.  It is
+      // already unmapped from the application view (inactive), so a touch
+      // faults and waits.
+      p->setbits(PG_BUSY);
+      inc(uvmexp_.pgswapout);
+      // free old swap slot (if any), and (re)allocate.
+      uvmpd_dropswap(c, p);
+      if (!swapcluster_allocslots(&swc)) {
+        // no swap?  give up!
+        uvm_page_unbusy(c, p);
+        inc(uvmexp_.pgswapout, -1);
+        break;
+      }
+      swapcluster_add(&swc, c, p);
+      flush = swapcluster_nused(&swc) >= swc.swc_nallocated;
+    } while (false);
+    c.vmobjlock.Unlock();
+
+    // now consider doing the pageout: a full cluster is written now.
+    if (flush) swapcluster_flush(&swc);
+    pageqlock_.Lock();
+  }
+  page_inactive_.remove(&iter);
+  pageqlock_.Unlock();
+
+  // the final pageout of a partial cluster.
+  swapcluster_flush(&swc);
+}
+
+/*
+ * uvmpd_scan: scan the page queues and attempt to meet our targets.
+ */
+void Uvm::uvmpd_scan() {
+  inc(uvmexp_.pdrevs);
+  // first we work on our free target by converting inactive pages into free
+  // pages.  then we work on meeting our inactive target by converting active
+  // pages to inactive ones.
+  int64_t pages_freed = get(uvmexp_.pdfreed);
+  uvmpd_scan_inactive();
+  pages_freed = get(uvmexp_.pdfreed) - pages_freed;
+
+  int inactive_shortage;
+  {
+    absl::MutexLock l(&pageqlock_);
+    inactive_shortage = static_cast<int>(get(uvmexp_.inactarg) - get(uvmexp_.inactive));
+  }
+  // detect if we're not going to be able to page anything out until we free
+  // some swap resources from active pages.
+  const int64_t free = get(uvmexp_.free);
+  int swap_shortage = 0;
+  if (free < get(uvmexp_.freetarg) && uvm_swapisfilled() && !uvm_swapisfull() &&
+      pages_freed == 0) {
+    swap_shortage = static_cast<int>(get(uvmexp_.freetarg) - free);
+  }
+  if (inactive_shortage > 0 || swap_shortage > 0) {
+    uvmpd_scan_active(inactive_shortage, swap_shortage);
+  }
+}
+
+void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
+  vm_page iter;
+  iter.pg_flags.store(PQ_ITER, std::memory_order_relaxed);
+  pageqlock_.Lock();
+  page_active_.insert_head(&iter);
+  while (inactive_shortage > 0 || swap_shortage > 0) {
+    vm_page* p = uvmpd_iter_next(page_active_, &iter);
+    if (p == nullptr) break;
+    if (p->flags() & PG_BUSY) continue;
+    // lock the page's owner.
+    Region* r = p->uobject;
+    Chunk& c = r->chunk_of(p->offset);
+    if (!c.vmobjlock.TryLock()) continue;
+    pageqlock_.Unlock();
+    // skip this page if it's busy, or being detached.
+    if (!(p->flags() & PG_BUSY) && !r->dead() && (p->flags() & PQ_ACTIVE)) {
+      // if there's a shortage of swap, free any swap allocated to this page
+      // so that other pages can be paged out.
+      if (swap_shortage > 0) {
+        const uint32_t slot = uao_set_swslot(c, p->offset, 0);
+        if (slot != 0) {
+          uvm_swap_free(static_cast<int>(slot), 1);
+          p->clearbits(PG_CLEAN);
+          swap_shortage--;
+        }
+      }
+      // deactivate this page if there's a shortage of inactive pages.
+      if (inactive_shortage > 0) {
+        pmap_->remove(*r, p->offset, 1);
+        {
+          absl::MutexLock l(&pageqlock_);
+          uvm_pagedeactivate(p);
+        }
+        inc(uvmexp_.pddeact);
+        inactive_shortage--;
+      }
+    }
+    c.vmobjlock.Unlock();
+    pageqlock_.Lock();
+  }
+  page_active_.remove(&iter);
+  pageqlock_.Unlock();
+}
+
+}  // namespace uvmrt::uvm

@@ -1,0 +1,87 @@
+// uvm_pmap.h: the user pmap, the calls that map, unmap and write-protect a
+// page in the application's view of a region.
+//
+// A region has two views of one backing memfd: the application view, which
+// userfaultfd watches, and the direct view, an unwatched mapping the runtime
+// uses for I/O, as the kernel uses its direct map.  Pmap is an interface so
+// that the page daemon and the fault logic can be driven deterministically in
+// tests with a fake (tests/fake_pmap.h); UffdPmap is the real one.
+//
+// Thread safety: every method may be called from any thread; callers hold
+// the owner lock of the pages they name (=> notes on each method).
+#ifndef UVMRT_UVM_UVM_PMAP_H_
+#define UVMRT_UVM_UVM_PMAP_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "uvm/uvm_aobj.h"
+#include "uvm/uvm_page.h"
+
+namespace uvmrt::uvm {
+
+class Pmap {
+ public:
+  virtual ~Pmap() = default;
+
+  // Creates the application view of `r` (sets its base) and reserves its
+  // range of the backing object.
+  // => r is not yet visible to other threads.
+  virtual absl::Status create_view(Region& r) = 0;
+
+  // Removes the application view of `r`; its pages stay in the backing
+  // object until release().
+  // => r is dead: no new mapping will be made in it.
+  virtual void destroy_view(Region& r) = 0;
+
+  // Gives the backing range of `r` back for reuse.
+  // => every page of r has been released.
+  virtual void free_range(Region& r) = 0;
+
+  // The page's address in the direct view, for I/O.
+  virtual char* direct(const Region& r, uint64_t idx) = 0;
+
+  // pmap_enter: maps the resident page into the application view and wakes
+  // the threads faulting on it; `wp` maps it write-protected (a clean page).
+  // => caller holds the owner lock.
+  virtual absl::Status enter(const Region& r, uint64_t idx, bool wp) = 0;
+
+  // Allocates a zeroed page in the backing object and maps it writable.
+  // => caller holds the owner lock.
+  virtual absl::Status zerofill(const Region& r, uint64_t idx) = 0;
+
+  // pmap_page_protect(PROT_NONE) on [idx, idx+n): the pages stay resident
+  // in the backing object.  A later touch takes a fault (the reference bit).
+  // => caller holds the owner lock of every page in the range.
+  virtual void remove(const Region& r, uint64_t idx, uint64_t n) = 0;
+
+  // Lifts write protection after the first write to a clean page, waking
+  // the writer.
+  // => caller holds the owner lock.
+  virtual absl::Status unprotect(const Region& r, uint64_t idx) = 0;
+
+  // Frees the backing pages of [idx, idx+n) (hole punch): the frames go
+  // back to the kernel.
+  // => caller holds the owner lock of every page in the range.
+  virtual void release(const Region& r, uint64_t idx, uint64_t n) = 0;
+
+  // Wakes threads faulting on the page without mapping it (they retry).
+  virtual void wake(const Region& r, uint64_t idx) = 0;
+
+  // Makes the page raise SIGBUS in whoever touches it (UFFDIO_POISON).
+  // => caller holds the owner lock.
+  virtual absl::Status poison(const Region& r, uint64_t idx) = 0;
+
+  // pmap_is_referenced.  Pages on the inactive queue are unmapped, so a touch
+  // faults and the fault sets PG_PMAP_REF; the real pmap reads that bit.
+  virtual bool is_referenced(const vm_page* pg) { return (pg->flags() & PG_PMAP_REF) != 0; }
+
+  // True if clean pages can be mapped write-protected, so that the first
+  // write is seen (UFFDIO_CONTINUE_MODE_WP).  Without it every resident page
+  // counts as dirty.
+  virtual bool tracks_modify() const = 0;
+};
+
+}  // namespace uvmrt::uvm
+
+#endif  // UVMRT_UVM_UVM_PMAP_H_

@@ -1,0 +1,174 @@
+// uvm_swap.cc: swap slots, the swap pager (uvm_swap_put / uvm_swap_get) and
+// uvm_swap_dropcluster.
+//
+// Slots are one bit each in swap_map_; a bit is set while the slot is
+// allocated, and for ever once it is marked bad.  Allocation is next-fit from
+// a cursor, skipping groups of kSwapGroup slots whose summary count says they
+// are full, so it stays fast as swap fills (Linux keeps 256-page cluster free
+// lists for the same reason).
+#include <errno.h>
+
+#include <algorithm>
+
+#include "runtime/log.h"
+#include "uvm/uvm.h"
+
+namespace uvmrt::uvm {
+
+namespace {
+constexpr uint64_t kSwapGroup = 256;
+}
+
+bool Uvm::swap_bit(uint64_t s) const { return (swap_map_[s / 64] >> (s % 64)) & 1; }
+
+void Uvm::swap_setbits(uint64_t s, uint64_t n, bool v) {
+  for (uint64_t i = s; i < s + n; i++) {
+    const uint64_t bit = uint64_t{1} << (i % 64);
+    const bool was = swap_map_[i / 64] & bit;
+    if (was == v) continue;
+    if (v) {
+      swap_map_[i / 64] |= bit;
+      if (!swap_group_free_.empty()) swap_group_free_[i / kSwapGroup]--;
+    } else {
+      swap_map_[i / 64] &= ~bit;
+      if (!swap_group_free_.empty()) swap_group_free_[i / kSwapGroup]++;
+    }
+  }
+}
+
+int Uvm::uvm_swap_alloc(int* n, bool lessok) {
+  absl::MutexLock l(&swap_lock_);
+  const uint64_t want = static_cast<uint64_t>(*n);
+  const uint64_t nbits = swap_map_.size() * 64;
+  const uint64_t ngroups = swap_group_free_.size();
+  uint64_t best = 0, bestlen = 0;
+  uint64_t run = 0, runstart = 0;
+  // Next-fit: scan at most every slot once, starting at the cursor.  Runs do
+  // not wrap around the end of the file.
+  uint64_t s = swap_cursor_;
+  for (uint64_t scanned = 0; scanned < nbits;) {
+    if (s >= nbits) {
+      s = 0;
+      run = 0;
+    }
+    if (s % kSwapGroup == 0 && swap_group_free_[s / kSwapGroup] == 0) {
+      run = 0;
+      const uint64_t skip = std::min(kSwapGroup, nbits - s);
+      s += skip;
+      scanned += skip;
+      continue;
+    }
+    (void)ngroups;
+    if (!swap_bit(s)) {
+      if (run == 0) runstart = s;
+      run++;
+      if (run > bestlen) {
+        best = runstart;
+        bestlen = run;
+      }
+      if (run == want) break;
+    } else {
+      run = 0;
+    }
+    s++;
+    scanned++;
+  }
+  if (bestlen == 0 || (bestlen < want && !lessok)) return 0;
+  const uint64_t got = std::min(bestlen, want);
+  swap_setbits(best, got, true);
+  swap_cursor_ = best + got;
+  inc(uvmexp_.swpginuse, static_cast<int64_t>(got));
+  *n = static_cast<int>(got);
+  return static_cast<int>(best);
+}
+
+void Uvm::uvm_swap_free(int slot, int n) {
+  if (slot == 0 || n == 0) return;
+  absl::MutexLock l(&swap_lock_);
+  int freed = 0;
+  for (uint64_t s = static_cast<uint64_t>(slot); s < static_cast<uint64_t>(slot + n); s++) {
+    if ((swap_bad_[s / 64] >> (s % 64)) & 1) continue;  // bad slots stay allocated
+    if (!swap_bit(s)) {
+      logger()->critical("uvm_swap_free: slot {} is not allocated", s);
+      std::abort();
+    }
+    swap_setbits(s, 1, false);
+    freed++;
+  }
+  dec(uvmexp_.swpginuse, freed);
+}
+
+void Uvm::uvm_swap_markbad(int slot, int n) {
+  if (slot <= 0 || n == 0) return;
+  absl::MutexLock l(&swap_lock_);
+  for (uint64_t s = static_cast<uint64_t>(slot); s < static_cast<uint64_t>(slot + n); s++) {
+    swap_bad_[s / 64] |= uint64_t{1} << (s % 64);
+  }
+  inc(uvmexp_.swpgbad, n);
+  logger()->warn("uvmrt: swap slots {}..{} marked bad after a write error; they are not reused",
+                 slot, slot + n - 1);
+}
+
+bool Uvm::uvm_swapisfull() const {
+  // UVM: every slot holds a page that lives only in swap.  Bad slots can hold
+  // nothing, so they count as full too.
+  return get(uvmexp_.swpgonly) + get(uvmexp_.swpgbad) >= get(uvmexp_.swpages);
+}
+
+bool Uvm::uvm_swapisfilled() const { return get(uvmexp_.swpginuse) >= get(uvmexp_.swpages); }
+
+uint64_t Uvm::capacity_pages() const {
+  return params_.npages + static_cast<uint64_t>(get(uvmexp_.swpages) - get(uvmexp_.swpgbad));
+}
+
+pager_result Uvm::uvm_swap_put(int slot, vm_page** pages, int npages) {
+  auto* io = new swapio{slot, npages, std::vector<vm_page*>(pages, pages + npages), {}};
+  io->iov.resize(npages);
+  for (int i = 0; i < npages; i++) {
+    io->iov[i].iov_base = pmap_->direct(*pages[i]->uobject, pages[i]->offset);
+    io->iov[i].iov_len = PAGE_SIZE;
+  }
+  // Count the pages as paging before the write can complete, so that aiodone
+  // never sees the counter go negative.
+  inc(uvmexp_.paging, npages);
+  absl::Status st = dev_->SubmitWrite(static_cast<uint64_t>(slot), io->iov.data(), npages, io);
+  if (!st.ok()) {
+    dec(uvmexp_.paging, npages);
+    if (!absl::IsUnavailable(st)) {
+      logger()->warn("uvmrt: swap write could not be queued: {}", st.ToString());
+    }
+    delete io;
+    return VM_PAGER_AGAIN;
+  }
+  return VM_PAGER_PEND;
+}
+
+absl::Status Uvm::uvm_swap_get(vm_page* pg, int slot) {
+  iovec iov{pmap_->direct(*pg->uobject, pg->offset), PAGE_SIZE};
+  return dev_->Read(static_cast<uint64_t>(slot), &iov, 1);
+}
+
+int Uvm::uvm_swap_dropcluster(vm_page** pgs, int npages, int error) {
+  int slot = -1;
+  for (int i = 0; i < npages; i++) {
+    vm_page* pg = pgs[i];
+    Region* r = pg->uobject;
+    Chunk& c = r->chunk_of(pg->offset);
+    absl::MutexLock l(&c.vmobjlock);
+    if (error) {
+      // For hard failures return the first slot.
+      if (error != ENOMEM && i == 0) slot = static_cast<int>(c.ent[pg->offset & kChunkMask].swslot);
+      // For failed swap-backed pageouts reset the page's slot to 0: the page
+      // stays dirty and will be paged out elsewhere.
+      uao_set_swslot(c, pg->offset, 0);
+    } else {
+      // A successful pageout: the page now matches its slot.
+      pg->clearbits(PG_PMAP_REF);
+      pg->setbits(PG_CLEAN);
+    }
+    uvm_page_unbusy(c, pg);
+  }
+  return slot;
+}
+
+}  // namespace uvmrt::uvm

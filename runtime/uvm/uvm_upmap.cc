@@ -1,0 +1,288 @@
+// uvm_upmap.cc: the real user pmap over userfaultfd and a memfd.
+#include "uvm/uvm_upmap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "absl/strings/str_format.h"
+#include "runtime/log.h"
+#include "uvm/uvm_compat.h"
+
+namespace uvmrt::uvm {
+
+namespace {
+
+// The backing object's size: the address space all regions share.
+constexpr uint64_t kBackingBytes = uint64_t{16} << 40;  // 16 TiB, sparse
+
+std::string errstr(int e) { return strerror(e); }
+
+int open_uffd(int flags) {
+  int fd = static_cast<int>(syscall(SYS_userfaultfd, flags));
+  if (fd >= 0 || errno != EPERM) return fd;
+  // Unprivileged and vm.unprivileged_userfaultfd=0: try /dev/userfaultfd.
+  int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+  if (dev < 0) {
+    errno = EPERM;
+    return -1;
+  }
+  fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+  close(dev);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
+  std::unique_ptr<UffdPmap> p(new UffdPmap());
+  p->uffd_ = open_uffd(O_CLOEXEC | O_NONBLOCK);
+  if (p->uffd_ < 0 && errno == EPERM) {
+    p->uffd_ = open_uffd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (p->uffd_ >= 0) {
+      p->user_mode_only_ = true;
+      logger()->warn(
+          "uvmrt: only a user-mode userfaultfd is permitted: system calls such as read(2) and "
+          "write(2) on non-resident managed memory will fail with EFAULT; run as root, set "
+          "vm.unprivileged_userfaultfd=1, or grant access to /dev/userfaultfd");
+    }
+  }
+  if (p->uffd_ < 0) {
+    const int e = errno;
+    if (e == EPERM || e == EACCES) {
+      return absl::PermissionDeniedError(
+          "uvmrt: userfaultfd is not permitted: run as root, or set "
+          "vm.unprivileged_userfaultfd=1, or grant access to /dev/userfaultfd");
+    }
+    if (e == ENOSYS) {
+      return absl::UnimplementedError(
+          "uvmrt: this kernel has no userfaultfd: use Linux 6.1 or later built with "
+          "CONFIG_USERFAULTFD");
+    }
+    return absl::InternalError("uvmrt: userfaultfd: " + errstr(e));
+  }
+  // Probe the features (a first UFFDIO_API with no features reports them).
+  uffdio_api probe{UFFD_API, 0, 0};
+  {
+    int fd2 = open_uffd(O_CLOEXEC | (p->user_mode_only_ ? UFFD_USER_MODE_ONLY : 0));
+    if (fd2 >= 0) {
+      if (ioctl(fd2, UFFDIO_API, &probe) != 0) probe.features = 0;
+      close(fd2);
+    }
+  }
+  const uint64_t need = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+  if ((probe.features & need) != need) {
+    return absl::UnimplementedError(
+        "uvmrt: this kernel's userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM: use Linux 6.1 or "
+        "later");
+  }
+  uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+                                            UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID));
+  uffdio_api api{UFFD_API, want, 0};
+  if (ioctl(p->uffd_, UFFDIO_API, &api) != 0) {
+    return absl::InternalError("uvmrt: UFFDIO_API: " + errstr(errno));
+  }
+  p->wp_ = (api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) != 0;
+  p->poison_ = (api.features & UFFD_FEATURE_POISON) != 0;
+  if (!p->wp_) {
+    logger()->warn(
+        "uvmrt: userfaultfd cannot write-protect shared memory here: swapped-in pages count as "
+        "dirty and are written again on eviction");
+  }
+
+  p->memfd_ = memfd_create("uvmrt", MFD_CLOEXEC);
+  if (p->memfd_ < 0) return absl::InternalError("uvmrt: memfd_create: " + errstr(errno));
+  if (ftruncate(p->memfd_, static_cast<off_t>(kBackingBytes)) != 0) {
+    return absl::InternalError("uvmrt: sizing the backing memfd: " + errstr(errno));
+  }
+  void* d = mmap(nullptr, kBackingBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                 p->memfd_, 0);
+  if (d == MAP_FAILED) {
+    return absl::ResourceExhaustedError("uvmrt: mapping the direct view: " + errstr(errno));
+  }
+  madvise(d, kBackingBytes, MADV_DONTFORK);
+  p->direct_ = static_cast<char*>(d);
+  p->backing_pages_ = kBackingBytes >> PAGE_SHIFT;
+  {
+    absl::MutexLock l(&p->range_lock_);
+    p->free_ranges_[0] = p->backing_pages_;
+  }
+  return p;
+}
+
+UffdPmap::~UffdPmap() {
+  if (direct_ != nullptr) munmap(direct_, backing_pages_ << PAGE_SHIFT);
+  if (memfd_ >= 0) close(memfd_);
+  if (uffd_ >= 0) close(uffd_);
+}
+
+absl::StatusOr<uint64_t> UffdPmap::alloc_range(uint64_t npages) {
+  absl::MutexLock l(&range_lock_);
+  for (auto it = free_ranges_.begin(); it != free_ranges_.end(); ++it) {
+    if (it->second < npages) continue;
+    const uint64_t start = it->first;
+    const uint64_t len = it->second;
+    free_ranges_.erase(it);
+    if (len > npages) free_ranges_[start + npages] = len - npages;
+    return start;
+  }
+  return absl::ResourceExhaustedError(
+      "uvmrt: mapping too large: the runtime's 16 TiB address space for regions is used up; "
+      "unmap regions or map less");
+}
+
+void UffdPmap::free_range(Region& r) {
+  absl::MutexLock l(&range_lock_);
+  uint64_t start = r.pgoff(), len = r.npages();
+  // Coalesce with the neighbours.
+  auto next = free_ranges_.lower_bound(start);
+  if (next != free_ranges_.end() && next->first == start + len) {
+    len += next->second;
+    next = free_ranges_.erase(next);
+  }
+  if (next != free_ranges_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == start) {
+      prev->second += len;
+      return;
+    }
+  }
+  free_ranges_[start] = len;
+}
+
+absl::Status UffdPmap::create_view(Region& r) {
+  absl::StatusOr<uint64_t> off = alloc_range(r.npages());
+  if (!off.ok()) return off.status();
+  // The Region was built with pgoff 0; rebuild its geometry in place.
+  const uint64_t bytes = r.bytes();
+  void* a = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_,
+                 static_cast<off_t>(*off << PAGE_SHIFT));
+  if (a == MAP_FAILED) {
+    const int e = errno;
+    Region tmp(0, r.npages(), *off);
+    free_range(tmp);
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("uvmrt: cannot map %d bytes: %s: map less or raise vm.max_map_count",
+                        bytes, errstr(e)));
+  }
+  // A forked child must not see this memory: it would read zeros where pages
+  // were evicted (design.md).  Children get no mapping here at all.
+  madvise(a, bytes, MADV_DONTFORK);
+  uffdio_register reg{};
+  reg.range.start = reinterpret_cast<uint64_t>(a);
+  reg.range.len = bytes;
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
+  if (wp_) reg.mode |= UFFDIO_REGISTER_MODE_WP;
+  if (ioctl(uffd_, UFFDIO_REGISTER, &reg) != 0) {
+    const int e = errno;
+    munmap(a, bytes);
+    Region tmp(0, r.npages(), *off);
+    free_range(tmp);
+    return absl::InternalError("uvmrt: UFFDIO_REGISTER: " + errstr(e));
+  }
+  r.set_base(reinterpret_cast<uintptr_t>(a));
+  r.set_pgoff(*off);
+  return absl::OkStatus();
+}
+
+void UffdPmap::destroy_view(Region& r) {
+  // munmap also unregisters the range from userfaultfd.
+  if (r.base() != 0) munmap(reinterpret_cast<void*>(r.base()), r.bytes());
+}
+
+absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
+  uffdio_continue c{};
+  c.range.start = r.addr(idx);
+  c.range.len = PAGE_SIZE;
+  c.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0;
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_CONTINUE, &c) == 0) return absl::OkStatus();
+    const int e = errno;
+    if (e == EAGAIN) continue;  // the mm is changing; retry
+    if (e == EEXIST) {
+      // Already mapped (a racing fault): only wake the threads.
+      wake(r, idx);
+      return absl::OkStatus();
+    }
+    wake(r, idx);
+    if (r.dead()) return absl::OkStatus();
+    return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
+  }
+}
+
+absl::Status UffdPmap::zerofill(const Region& r, uint64_t idx) {
+  uffdio_zeropage z{};
+  z.range.start = r.addr(idx);
+  z.range.len = PAGE_SIZE;
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_ZEROPAGE, &z) == 0) return absl::OkStatus();
+    const int e = errno;
+    if (e == EAGAIN) continue;
+    if (e == EEXIST) {
+      // A page table entry exists already (a racing fault mapped it).
+      wake(r, idx);
+      return absl::OkStatus();
+    }
+    wake(r, idx);
+    if (r.dead()) return absl::OkStatus();
+    return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
+  }
+}
+
+void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
+  if (madvise(reinterpret_cast<void*>(r.addr(idx)), n << PAGE_SHIFT, MADV_DONTNEED) != 0) {
+    logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(errno));
+  }
+}
+
+absl::Status UffdPmap::unprotect(const Region& r, uint64_t idx) {
+  uffdio_writeprotect w{};
+  w.range.start = r.addr(idx);
+  w.range.len = PAGE_SIZE;
+  w.mode = 0;  // clear write protection, and wake
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &w) == 0) return absl::OkStatus();
+    if (errno == EAGAIN) continue;
+    const int e = errno;
+    wake(r, idx);
+    return absl::InternalError("UFFDIO_WRITEPROTECT: " + errstr(e));
+  }
+}
+
+void UffdPmap::release(const Region& r, uint64_t idx, uint64_t n) {
+  if (fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                static_cast<off_t>((r.pgoff() + idx) << PAGE_SHIFT),
+                static_cast<off_t>(n << PAGE_SHIFT)) != 0) {
+    logger()->error("uvmrt: punching the backing memfd failed: {}", errstr(errno));
+  }
+}
+
+void UffdPmap::wake(const Region& r, uint64_t idx) {
+  uffdio_range range{r.addr(idx), PAGE_SIZE};
+  ioctl(uffd_, UFFDIO_WAKE, &range);
+}
+
+absl::Status UffdPmap::poison(const Region& r, uint64_t idx) {
+  if (!poison_) return absl::UnimplementedError("UFFDIO_POISON unavailable");
+  uffdio_poison p{};
+  p.range.start = r.addr(idx);
+  p.range.len = PAGE_SIZE;
+  for (;;) {
+    if (ioctl(uffd_, UFFDIO_POISON, &p) == 0) return absl::OkStatus();
+    if (errno == EAGAIN) continue;
+    return absl::InternalError("UFFDIO_POISON: " + errstr(errno));
+  }
+}
+
+int64_t UffdPmap::kernel_resident_bytes() const {
+  struct stat st;
+  if (fstat(memfd_, &st) != 0) return -1;
+  return static_cast<int64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace uvmrt::uvm
