@@ -86,6 +86,16 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
         path, errstr(e)));
   }
   dev->fd_ = fd;
+  struct statfs sfs;
+  if (fstatfs(fd, &sfs) == 0 && (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ ||
+                                 sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */) &&
+      !opts.allow_buffered) {
+    if (!is_dir) unlink(path.c_str());
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "uvmrt: swap path %s is on tmpfs, which keeps swap in memory: put the swap file on a "
+        "disk filesystem such as ext4 or xfs",
+        path));
+  }
   dev->path_ = is_dir ? std::string() : path;
   dev->unlink_at_close_ = !is_dir;
   const uint64_t bytes = opts.bytes & ~(kPage - 1);

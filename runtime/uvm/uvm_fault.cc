@@ -71,11 +71,12 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
 
     if (e.swslot == 0) {
       // Zero-fill on first touch (or after the page was discarded).
-      absl::Status st = pmap_->zerofill(r, idx);
+      // Counters and queues are updated before the mapping call, which wakes
+      // the faulting thread.
       inc(uvmexp_.flt_zfill);
       pg->setbits(PG_PMAP_REF);
       pageactivate(pg);
-      return st;
+      return pmap_->zerofill(r, idx);
     }
 
     // Swap-in: the frame is busy while the slot is read into it, so other

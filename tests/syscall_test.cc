@@ -1,0 +1,85 @@
+// syscall_test: a managed buffer handed to read(2) and write(2) behaves as
+// ordinary memory, also when it is not resident (design.md, I6).
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace uvmrt::testing {
+namespace {
+
+class TempFile {
+ public:
+  TempFile() {
+    std::string tmpl = "/tmp/uvmrt-syscall-XXXXXX";
+    fd_ = mkstemp(tmpl.data());
+    path_ = tmpl;
+  }
+  ~TempFile() {
+    close(fd_);
+    unlink(path_.c_str());
+  }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+TEST(Syscalls, ReadIntoAndWriteFromNonResidentMemory) {
+  const size_t budget = test_budget();
+  auto rt = make_runtime(test_options(budget));
+  const size_t bytes = 4 * budget;
+  const uint64_t npages = bytes / kPage;
+  char* base = static_cast<char*>(*rt->Map(bytes));
+
+  // Fill the whole region so its first pages are evicted to swap.
+  for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 1);
+  const uint64_t n = 64;  // pages moved by each system call
+
+  // write(2) from evicted pages: the kernel faults them back in.
+  TempFile out;
+  Stats s0 = rt->GetStats();
+  ASSERT_EQ(write(out.fd(), base, n * kPage), static_cast<ssize_t>(n * kPage));
+  Stats s1 = rt->GetStats();
+  EXPECT_GT(s1.pgswapin, s0.pgswapin) << "the pages were resident; the test proves nothing";
+  std::vector<char> buf(n * kPage);
+  ASSERT_EQ(pread(out.fd(), buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
+  for (uint64_t p = 0; p < n; p++) ASSERT_EQ(check_page(buf.data() + p * kPage, p, 1), -1);
+
+  // read(2) into evicted pages, in the middle of the region.
+  TempFile in;
+  for (uint64_t p = 0; p < n; p++) fill_page(buf.data() + p * kPage, 1000 + p, 9);
+  ASSERT_EQ(pwrite(in.fd(), buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
+  const uint64_t at = npages / 4;
+  s0 = rt->GetStats();
+  ASSERT_EQ(pread(in.fd(), base + at * kPage, n * kPage, 0), static_cast<ssize_t>(n * kPage));
+  s1 = rt->GetStats();
+  EXPECT_GT(s1.faults, s0.faults);
+  for (uint64_t p = 0; p < n; p++) {
+    ASSERT_EQ(check_page(base + (at + p) * kPage, 1000 + p, 9), -1) << "page " << p;
+  }
+  // The neighbours are untouched.
+  ASSERT_EQ(check_page(base + (at - 1) * kPage, at - 1, 1), -1);
+  ASSERT_EQ(check_page(base + (at + n) * kPage, at + n, 1), -1);
+}
+
+TEST(Syscalls, ReadIntoNeverTouchedMemory) {
+  auto rt = make_runtime(test_options(test_budget()));
+  char* base = static_cast<char*>(*rt->Map(1 << 20));
+  TempFile in;
+  std::vector<char> buf(16 * kPage);
+  for (size_t p = 0; p < 16; p++) fill_page(buf.data() + p * kPage, p, 5);
+  ASSERT_EQ(pwrite(in.fd(), buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
+  ASSERT_EQ(pread(in.fd(), base, buf.size(), 0), static_cast<ssize_t>(buf.size()));
+  for (size_t p = 0; p < 16; p++) ASSERT_EQ(check_page(base + p * kPage, p, 5), -1);
+  EXPECT_GE(rt->GetStats().flt_zfill, 16);
+}
+
+}  // namespace
+}  // namespace uvmrt::testing

@@ -1,0 +1,74 @@
+// test_util.h: helpers shared by the runtime's integration tests.
+#ifndef UVMRT_TESTS_TEST_UTIL_H_
+#define UVMRT_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "uvmrt/runtime.h"
+
+namespace uvmrt::testing {
+
+inline constexpr size_t kPage = 4096;
+
+// Sanitizer builds run the same tests on smaller regions
+// (UVMRT_TEST_SCALE=small).
+inline bool small_scale() {
+  const char* s = std::getenv("UVMRT_TEST_SCALE");
+  return s != nullptr && std::string(s) == "small";
+}
+
+inline size_t test_budget() { return small_scale() ? (size_t{4} << 20) : (size_t{16} << 20); }
+
+inline Options test_options(size_t budget, size_t swap_mult = 6) {
+  Options o;
+  o.budget_bytes = budget;
+  o.swap_bytes = swap_mult * budget;
+  o.fault_threads = 2;
+  return o;
+}
+
+inline std::unique_ptr<Runtime> make_runtime(const Options& o) {
+  auto rt = Runtime::Create(o);
+  EXPECT_TRUE(rt.ok()) << rt.status();
+  if (!rt.ok()) std::abort();
+  return std::move(*rt);
+}
+
+// A page's pattern: every 8-byte word depends on the page, its generation
+// and the word's position, so a page with another page's (or generation's)
+// data never verifies.
+inline uint64_t page_seed(uint64_t page, uint64_t gen) {
+  uint64_t x = (page + 1) * 0x9E3779B97F4A7C15ull ^ (gen + 7) * 0xC2B2AE3D27D4EB4Full;
+  x ^= x >> 31;
+  return x * 0x94D049BB133111EBull;
+}
+
+inline void fill_page(void* p, uint64_t page, uint64_t gen) {
+  auto* w = static_cast<uint64_t*>(p);
+  const uint64_t s = page_seed(page, gen);
+  for (size_t i = 0; i < kPage / 8; i++) w[i] = s + i * 0x100000001B3ull;
+}
+
+// Returns the index of the first wrong word, or -1.
+inline int check_page(const void* p, uint64_t page, uint64_t gen) {
+  auto* w = static_cast<const uint64_t*>(p);
+  const uint64_t s = page_seed(page, gen);
+  for (size_t i = 0; i < kPage / 8; i++) {
+    if (w[i] != s + i * 0x100000001B3ull) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+inline bool page_is_zero(const void* p) {
+  static const char zero[kPage] = {};
+  return std::memcmp(p, zero, kPage) == 0;
+}
+
+}  // namespace uvmrt::testing
+
+#endif  // UVMRT_TESTS_TEST_UTIL_H_
