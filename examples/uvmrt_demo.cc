@@ -66,8 +66,9 @@ int main(int argc, char** argv) {
     } else if (a == "--swap") {
       swap = next();
     } else {
-      std::fprintf(stderr, "usage: uvmrt_demo [--budget-mib N] [--mult M] [--threads T] "
-                           "[--swap PATH]\n");
+      std::fprintf(stderr,
+                   "usage: uvmrt_demo [--budget-mib N] [--mult M] [--threads T] "
+                   "[--swap PATH]\n");
       return 2;
     }
   }
@@ -154,17 +155,16 @@ int main(int argc, char** argv) {
               (long long)s.paging);
   std::printf("  freemin %lld  freetarg %lld  inactarg %lld\n", (long long)s.freemin,
               (long long)s.freetarg, (long long)s.inactarg);
-  std::printf("  swpages %lld  swpginuse %lld  swpgonly %lld  swpgbad %lld\n",
-              (long long)s.swpages, (long long)s.swpginuse, (long long)s.swpgonly,
-              (long long)s.swpgbad);
-  std::printf("  faults %lld: zero-fill %lld, swap-in %lld, reactivate %lld, first-write %lld, "
-              "busy-wait %lld, uvm_wait %lld\n",
-              (long long)s.faults, (long long)s.flt_zfill, (long long)s.flt_swapin,
-              (long long)s.flt_react, (long long)s.flt_wp, (long long)s.flt_busywait,
-              (long long)s.flt_uvmwait);
+  std::printf("  swpages %lld  swpginuse %lld  swpgonly %lld  swpgbad %lld\n", (long long)s.swpages,
+              (long long)s.swpginuse, (long long)s.swpgonly, (long long)s.swpgbad);
+  std::printf(
+      "  faults %lld: zero-fill %lld, swap-in %lld, reactivate %lld, first-write %lld, "
+      "busy-wait %lld, uvm_wait %lld\n",
+      (long long)s.faults, (long long)s.flt_zfill, (long long)s.flt_swapin, (long long)s.flt_react,
+      (long long)s.flt_wp, (long long)s.flt_busywait, (long long)s.flt_uvmwait);
   std::printf("  pdwoke %lld  pdrevs %lld  pdscans %lld  pdfreed %lld  pdreact %lld  pdbusy %lld\n",
-              (long long)s.pdwoke, (long long)s.pdrevs, (long long)s.pdscans,
-              (long long)s.pdfreed, (long long)s.pdreact, (long long)s.pdbusy);
+              (long long)s.pdwoke, (long long)s.pdrevs, (long long)s.pdscans, (long long)s.pdfreed,
+              (long long)s.pdreact, (long long)s.pdbusy);
   std::printf("  pdpageouts %lld  pdpending %lld  pddeact %lld  pgswapout %lld  pgswapin %lld\n",
               (long long)s.pdpageouts, (long long)s.pdpending, (long long)s.pddeact,
               (long long)s.pgswapout, (long long)s.pgswapin);

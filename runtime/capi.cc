@@ -73,7 +73,9 @@ int uvmrt_create(const uvmrt_options* opts, uvmrt_handle** out) {
   return 0;
 }
 
-const char* uvmrt_last_error(void) { return last_error.c_str(); }
+const char* uvmrt_last_error(void) {
+  return last_error.c_str();
+}
 
 void* uvmrt_map(uvmrt_handle* rt, size_t bytes) {
   if (rt == nullptr) {
@@ -102,6 +104,8 @@ int uvmrt_get_stats(uvmrt_handle* rt, uvmrt_stats* out) {
   return 0;
 }
 
-void uvmrt_destroy(uvmrt_handle* rt) { delete rt; }
+void uvmrt_destroy(uvmrt_handle* rt) {
+  delete rt;
+}
 
 }  // extern "C"

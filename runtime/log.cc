@@ -9,8 +9,8 @@ namespace uvmrt {
 
 spdlog::logger* logger() {
   static std::shared_ptr<spdlog::logger> l = [] {
-    auto lg = std::make_shared<spdlog::logger>(
-        "uvmrt", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    auto lg = std::make_shared<spdlog::logger>("uvmrt",
+                                               std::make_shared<spdlog::sinks::stderr_sink_mt>());
     lg->set_pattern("%v");
     lg->set_level(spdlog::level::warn);
     if (const char* lv = std::getenv("UVMRT_LOG"); lv != nullptr && *lv != '\0') {

@@ -6,9 +6,9 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <thread>
@@ -44,18 +44,18 @@ namespace {
 
 absl::Status ValidateOptions(const Options& o) {
   if (o.budget_bytes < UVMRT_MIN_BUDGET) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "uvmrt: budget_bytes %d is below the minimum of %d bytes (1 MiB): raise it",
-        o.budget_bytes, UVMRT_MIN_BUDGET));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("uvmrt: budget_bytes %d is below the minimum of %d bytes (1 MiB): raise it",
+                        o.budget_bytes, UVMRT_MIN_BUDGET));
   }
   if (o.cluster_pages < 1 || o.cluster_pages > UVMRT_MAX_CLUSTER_PAGES) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "uvmrt: cluster_pages %d is out of range: give 1 to %d", o.cluster_pages,
-        UVMRT_MAX_CLUSTER_PAGES));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("uvmrt: cluster_pages %d is out of range: give 1 to %d", o.cluster_pages,
+                        UVMRT_MAX_CLUSTER_PAGES));
   }
   if (o.fault_threads < 1 || o.fault_threads > 64) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "uvmrt: fault_threads %d is out of range: give 1 to 64", o.fault_threads));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("uvmrt: fault_threads %d is out of range: give 1 to 64", o.fault_threads));
   }
   const uint64_t swap = o.swap_bytes != 0 ? o.swap_bytes : 4 * o.budget_bytes;
   // Slot 0 is never used, so the file needs one page more than a cluster.
@@ -205,6 +205,8 @@ Stats Runtime::GetStats() const {
   return s;
 }
 
-int64_t Runtime::KernelResidentBytes() const { return impl_->pmap->kernel_resident_bytes(); }
+int64_t Runtime::KernelResidentBytes() const {
+  return impl_->pmap->kernel_resident_bytes();
+}
 
 }  // namespace uvmrt

@@ -15,7 +15,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-Options small() { return test_options(size_t{4} << 20, 2); }
+Options small() {
+  return test_options(size_t{4} << 20, 2);
+}
 
 TEST(BadInput, ZeroSizeIsRefused) {
   auto rt = make_runtime(small());

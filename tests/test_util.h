@@ -22,7 +22,9 @@ inline bool small_scale() {
   return s != nullptr && std::string(s) == "small";
 }
 
-inline size_t test_budget() { return small_scale() ? (size_t{4} << 20) : (size_t{16} << 20); }
+inline size_t test_budget() {
+  return small_scale() ? (size_t{4} << 20) : (size_t{16} << 20);
+}
 
 inline Options test_options(size_t budget, size_t swap_mult = 6) {
   Options o;

@@ -20,7 +20,9 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kKickCookie = ~uint64_t{0};
 
-std::string errstr(int e) { return strerror(e); }
+std::string errstr(int e) {
+  return strerror(e);
+}
 
 absl::Status uring_error(int err) {
   if (err == EPERM || err == EACCES) {
@@ -60,8 +62,7 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
   const bool is_dir = stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   if (!is_dir && stat(path.c_str(), &st) == 0) {
     return absl::AlreadyExistsError(absl::StrFormat(
-        "uvmrt: swap path %s already exists: remove it, or name a new file or a directory",
-        path));
+        "uvmrt: swap path %s already exists: remove it, or name a new file or a directory", path));
   }
   auto open_swap = [&](int extra) {
     if (is_dir) return open(path.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC | extra, 0600);
@@ -82,13 +83,13 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
   if (fd < 0) {
     const int e = errno;
     return absl::PermissionDeniedError(absl::StrFormat(
-        "uvmrt: cannot create swap file at %s: %s: choose a writable directory or file path",
-        path, errstr(e)));
+        "uvmrt: cannot create swap file at %s: %s: choose a writable directory or file path", path,
+        errstr(e)));
   }
   dev->fd_ = fd;
   struct statfs sfs;
-  if (fstatfs(fd, &sfs) == 0 && (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ ||
-                                 sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */) &&
+  if (fstatfs(fd, &sfs) == 0 &&
+      (sfs.f_type == 0x01021994 /* TMPFS_MAGIC */ || sfs.f_type == 0x858458f6 /* RAMFS_MAGIC */) &&
       !opts.allow_buffered) {
     if (!is_dir) unlink(path.c_str());
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -115,7 +116,7 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
   }
   dev->depth_ = opts.queue_depth;
   {
-    absl::MutexLock l(&dev->sq_lock_);
+    MutexLock l(&dev->sq_lock_);
     int ret = io_uring_queue_init(opts.queue_depth, &dev->wring_, 0);
     if (ret < 0) return uring_error(-ret);
     dev->wring_ok_ = true;
@@ -129,11 +130,11 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
 
 UringSwapDev::~UringSwapDev() {
   {
-    absl::MutexLock l(&sq_lock_);
+    MutexLock l(&sq_lock_);
     if (wring_ok_) io_uring_queue_exit(&wring_);
   }
   {
-    absl::MutexLock l(&read_lock_);
+    MutexLock l(&read_lock_);
     for (auto& r : read_all_) io_uring_queue_exit(r.get());
   }
   if (fd_ >= 0) close(fd_);
@@ -141,7 +142,7 @@ UringSwapDev::~UringSwapDev() {
 }
 
 absl::Status UringSwapDev::SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) {
-  absl::MutexLock l(&sq_lock_);
+  MutexLock l(&sq_lock_);
   if (inflight_ >= depth_) {
     return absl::UnavailableError("swap write queue full");
   }
@@ -185,12 +186,12 @@ void UringSwapDev::ReapWrites(std::vector<WriteCompletion>* out) ABSL_NO_THREAD_
     out->push_back(WriteCompletion{io_uring_cqe_get_data(cqe), cqe->res});
   }
   io_uring_cq_advance(&wring_, n);
-  absl::MutexLock l(&sq_lock_);
+  MutexLock l(&sq_lock_);
   inflight_ -= writes;
 }
 
 void UringSwapDev::Kick() {
-  absl::MutexLock l(&sq_lock_);
+  MutexLock l(&sq_lock_);
   io_uring_sqe* sqe = io_uring_get_sqe(&wring_);
   if (sqe == nullptr) {
     io_uring_submit(&wring_);
@@ -203,7 +204,7 @@ void UringSwapDev::Kick() {
 }
 
 absl::StatusOr<io_uring*> UringSwapDev::get_read_ring() {
-  absl::MutexLock l(&read_lock_);
+  MutexLock l(&read_lock_);
   if (!read_free_.empty()) {
     io_uring* r = read_free_.back();
     read_free_.pop_back();
@@ -218,7 +219,7 @@ absl::StatusOr<io_uring*> UringSwapDev::get_read_ring() {
 }
 
 void UringSwapDev::put_read_ring(io_uring* ring) {
-  absl::MutexLock l(&read_lock_);
+  MutexLock l(&read_lock_);
   read_free_.push_back(ring);
 }
 

@@ -17,16 +17,16 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "io/swapdev.h"
+#include "uvm/uvm_lock.h"
 
 namespace uvmrt::io {
 
 struct SwapFileOptions {
-  std::string path;              // a file to create, or a directory; empty: $TMPDIR
-  uint64_t bytes = 0;            // file size (whole pages)
-  bool allow_buffered = false;   // fall back to buffered I/O without O_DIRECT
-  unsigned queue_depth = 256;    // write ring entries
+  std::string path;             // a file to create, or a directory; empty: $TMPDIR
+  uint64_t bytes = 0;           // file size (whole pages)
+  bool allow_buffered = false;  // fall back to buffered I/O without O_DIRECT
+  unsigned queue_depth = 256;   // write ring entries
 };
 
 class UringSwapDev final : public SwapDev {
@@ -60,13 +60,13 @@ class UringSwapDev final : public SwapDev {
 
   // The write ring: SQ side under sq_lock_, CQ side owned by the aiodone
   // thread.
-  absl::Mutex sq_lock_;
+  Mutex sq_lock_;
   io_uring wring_ ABSL_GUARDED_BY(sq_lock_);
   bool wring_ok_ = false;
   unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
   unsigned depth_ = 0;
 
-  absl::Mutex read_lock_;
+  Mutex read_lock_;
   std::vector<io_uring*> read_free_ ABSL_GUARDED_BY(read_lock_);
   std::vector<std::unique_ptr<io_uring>> read_all_ ABSL_GUARDED_BY(read_lock_);
 };

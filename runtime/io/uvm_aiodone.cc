@@ -13,7 +13,9 @@ namespace uvmrt::uvm {
 
 namespace {
 // ENOMEM and EAGAIN say "try again later"; anything else is a hard error.
-bool transient(int error) { return error == ENOMEM || error == EAGAIN; }
+bool transient(int error) {
+  return error == ENOMEM || error == EAGAIN;
+}
 }  // namespace
 
 /*
@@ -52,8 +54,8 @@ void Uvm::uvm_aio_aiodone(swapio* io, int64_t result) {
     error = EIO;
   }
   if (error) {
-    logger()->warn("uvmrt: swap write of {} pages at slot {} failed: {} ({})", io->npages,
-                   io->slot, result < 0 ? strerror(error) : "short write",
+    logger()->warn("uvmrt: swap write of {} pages at slot {} failed: {} ({})", io->npages, io->slot,
+                   result < 0 ? strerror(error) : "short write",
                    transient(error) ? "will retry" : "slots marked bad");
     inc(uvmexp_.swapouterr, io->npages);
   }
@@ -75,7 +77,7 @@ void Uvm::uvm_aio_aiodone(swapio* io, int64_t result) {
   if (get(uvmexp_.free) <= get(uvmexp_.freemin)) {
     wakeup_pagedaemon();
   } else {
-    absl::MutexLock l(&fpageqlock_);
+    MutexLock l(&fpageqlock_);
     free_cv_.SignalAll();
   }
 }

@@ -30,9 +30,9 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "io/swapdev.h"
 #include "uvm/uvm_aobj.h"
+#include "uvm/uvm_lock.h"
 #include "uvm/uvm_page.h"
 #include "uvm/uvm_pmap.h"
 #include "uvm/uvmexp.h"
@@ -259,26 +259,26 @@ class Uvm {
   std::atomic<bool> aiodone_stopping_{false};
 
   // Regions (UVM's vm_map, reduced to a table of objects).
-  absl::Mutex maplock_;
+  RwMutex maplock_;
   absl::btree_map<uintptr_t, std::shared_ptr<Region>> regions_ ABSL_GUARDED_BY(maplock_);
   uint64_t mapped_pages_ ABSL_GUARDED_BY(maplock_) = 0;
 
   // Page queues.
-  absl::Mutex pageqlock_ ABSL_ACQUIRED_AFTER(maplock_);
+  Mutex pageqlock_ ABSL_ACQUIRED_AFTER(maplock_);
   pglist page_active_ ABSL_GUARDED_BY(pageqlock_);
   pglist page_inactive_ ABSL_GUARDED_BY(pageqlock_);
 
   // Free frames, and the sleepers on them.
-  absl::Mutex fpageqlock_ ABSL_ACQUIRED_AFTER(pageqlock_);
+  Mutex fpageqlock_ ABSL_ACQUIRED_AFTER(pageqlock_);
   pglist page_free_ ABSL_GUARDED_BY(fpageqlock_);
   bool pagedaemon_wanted_ ABSL_GUARDED_BY(fpageqlock_) = false;
   uint64_t free_generation_ ABSL_GUARDED_BY(fpageqlock_) = 0;  // bumped by each free
-  absl::CondVar pagedaemon_cv_;                                 // the daemon sleeps here
-  absl::CondVar free_cv_;                                       // uvm_wait sleeps here
+  CondVar pagedaemon_cv_;                                      // the daemon sleeps here
+  CondVar free_cv_;                                            // uvm_wait sleeps here
 
   // Swap slots: one bit per slot, set when allocated or bad.  A summary count
   // per group of kSwapGroup slots keeps allocation fast when swap is full.
-  absl::Mutex swap_lock_;
+  Mutex swap_lock_;
   std::vector<uint64_t> swap_map_ ABSL_GUARDED_BY(swap_lock_);
   std::vector<uint32_t> swap_group_free_ ABSL_GUARDED_BY(swap_lock_);
   std::vector<uint64_t> swap_bad_ ABSL_GUARDED_BY(swap_lock_);

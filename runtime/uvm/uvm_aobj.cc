@@ -12,8 +12,8 @@ Region::Region(uintptr_t base, uint64_t npages, uint64_t pgoff)
     : base_(base), npages_(npages), pgoff_(pgoff), chunks_(new Chunk[nchunks()]) {
   for (uint64_t c = 0; c < nchunks(); c++) {
     const uint64_t n = std::min(kChunkPages, npages_ - (c << kChunkShift));
-    absl::MutexLock l(&chunks_[c].vmobjlock);
-    chunks_[c].ent.reset(new pgent[n]);
+    MutexLock l(&chunks_[c].vmobjlock);
+    chunks_[c].ent = new pgent[n];
   }
 }
 
@@ -26,7 +26,7 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
         "uvmrt: mapping too large: a region holds at most 2^32 pages (16 TiB)");
   }
   {
-    absl::MutexLock l(&maplock_);
+    WriterLock l(&maplock_);
     if (!params_.overcommit && mapped_pages_ + npages > capacity_pages()) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "uvmrt: mapping %d bytes would exceed budget + swap (%d of %d bytes already mapped): "
@@ -38,12 +38,12 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
   auto r = std::make_shared<Region>(0, npages, 0);
   absl::Status st = pmap_->create_view(*r);
   if (!st.ok()) {
-    absl::MutexLock l(&maplock_);
+    WriterLock l(&maplock_);
     mapped_pages_ -= npages;
     return st;
   }
   {
-    absl::MutexLock l(&maplock_);
+    WriterLock l(&maplock_);
     regions_[r->base()] = r;
   }
   inc(uvmexp_.mapped_bytes, static_cast<int64_t>(r->bytes()));
@@ -53,7 +53,7 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
 }
 
 std::shared_ptr<Region> Uvm::uvm_map_lookup(uintptr_t addr) {
-  absl::ReaderMutexLock l(&maplock_);
+  ReaderLock l(&maplock_);
   auto it = regions_.upper_bound(addr);
   if (it == regions_.begin()) return nullptr;
   --it;
@@ -63,7 +63,7 @@ std::shared_ptr<Region> Uvm::uvm_map_lookup(uintptr_t addr) {
 absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
   std::shared_ptr<Region> r;
   {
-    absl::MutexLock l(&maplock_);
+    WriterLock l(&maplock_);
     auto it = regions_.find(addr);
     if (it == regions_.end()) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -86,7 +86,7 @@ absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
 void Uvm::uao_detach_all() {
   std::vector<std::shared_ptr<Region>> all;
   {
-    absl::MutexLock l(&maplock_);
+    WriterLock l(&maplock_);
     for (auto& [base, r] : regions_) all.push_back(r);
     regions_.clear();
     mapped_pages_ = 0;
@@ -101,7 +101,7 @@ void Uvm::uao_teardown(Region& r) {
   // A barrier: any fault handler that saw the region alive has finished its
   // mapping call before the view goes away and its addresses can be reused.
   for (uint64_t ci = 0; ci < r.nchunks(); ci++) {
-    absl::MutexLock l(&r.chunk(ci).vmobjlock);
+    MutexLock l(&r.chunk(ci).vmobjlock);
   }
   pmap_->destroy_view(r);
   int64_t swponly = 0;
@@ -109,7 +109,7 @@ void Uvm::uao_teardown(Region& r) {
     Chunk& c = r.chunk(ci);
     const uint64_t first = ci << kChunkShift;
     const uint64_t n = std::min(kChunkPages, r.npages() - first);
-    absl::MutexLock l(&c.vmobjlock);
+    MutexLock l(&c.vmobjlock);
     // As uao_detach: wait for every busy page (pageout or swap-in in flight).
     for (uint64_t j = 0; j < n; j++) {
       for (;;) {

@@ -16,7 +16,7 @@
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "uvm/uvm_lock.h"
 #include "uvm/uvm_page.h"
 
 namespace uvmrt::uvm {
@@ -27,14 +27,20 @@ inline constexpr uint64_t kChunkPages = uint64_t{1} << kChunkShift;
 inline constexpr uint64_t kChunkMask = kChunkPages - 1;
 
 struct pgent {
-  uint32_t swslot = 0;       // swap slot, 0 if none
+  uint32_t swslot = 0;        // swap slot, 0 if none
   uint32_t frame = kNoFrame;  // frame index, kNoFrame if not resident
 };
 
 struct Chunk {
-  absl::Mutex vmobjlock;
-  absl::CondVar wanted;  // PG_WANTED sleepers on this chunk's pages
-  std::unique_ptr<pgent[]> ent ABSL_PT_GUARDED_BY(vmobjlock);
+  Chunk() = default;
+  ~Chunk() { delete[] ent; }
+  Chunk(const Chunk&) = delete;
+  Chunk& operator=(const Chunk&) = delete;
+
+  Mutex vmobjlock;
+  CondVar wanted;  // PG_WANTED sleepers on this chunk's pages
+  // A raw pointer: clang's analysis checks PT_GUARDED_BY on raw pointers only.
+  pgent* ent ABSL_PT_GUARDED_BY(vmobjlock) = nullptr;
 };
 
 class Region {

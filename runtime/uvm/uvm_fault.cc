@@ -13,7 +13,7 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
   Chunk& c = r.chunk_of(idx);
   const uint64_t j = idx & kChunkMask;
   const bool write = access != FAULT_READ;
-  absl::MutexLock l(&c.vmobjlock);
+  MutexLock l(&c.vmobjlock);
   for (;;) {
     if (r.dead()) {
       // Unmapped under the faulting thread: let it retry and take SIGSEGV.

@@ -54,7 +54,7 @@ Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev)
     : params_(params), pmap_(pmap), dev_(dev), frames_(new vm_page[params.npages]) {
   uvmexp_.npages = static_cast<int64_t>(params.npages);
   {
-    absl::MutexLock l(&fpageqlock_);
+    MutexLock l(&fpageqlock_);
     for (uint64_t i = 0; i < params.npages; i++) {
       frames_[i].pg_flags.store(PQ_FREE, std::memory_order_relaxed);
       page_free_.insert_tail(&frames_[i]);
@@ -63,7 +63,7 @@ Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev)
   }
   const uint64_t nslots = dev_->nslots();
   {
-    absl::MutexLock l(&swap_lock_);
+    MutexLock l(&swap_lock_);
     const uint64_t words = (nslots + 1 + 63) / 64;
     swap_map_.assign(words, 0);
     swap_bad_.assign(words, 0);
@@ -91,7 +91,7 @@ vm_page* Uvm::uvm_pagealloc(Region* r, uint64_t idx) {
   vm_page* pg;
   bool wake;
   {
-    absl::MutexLock l(&fpageqlock_);
+    MutexLock l(&fpageqlock_);
     pg = page_free_.first();
     if (pg == nullptr) {
       pagedaemon_wanted_ = true;
@@ -119,13 +119,13 @@ vm_page* Uvm::uvm_pagealloc(Region* r, uint64_t idx) {
 void Uvm::uvm_pagefree(vm_page* pg, bool release_backing) {
   Region* r = pg->uobject;
   if (pg->flags() & (PQ_ACTIVE | PQ_INACTIVE)) {
-    absl::MutexLock l(&pageqlock_);
+    MutexLock l(&pageqlock_);
     uvm_pagedequeue(pg);
   }
   // Give the page back to the kernel before the frame can be reused, so the
   // kernel's count of backing pages never exceeds the budget.
   if (release_backing && r != nullptr) pmap_->release(*r, pg->offset, 1);
-  absl::MutexLock l(&fpageqlock_);
+  MutexLock l(&fpageqlock_);
   pg->uobject = nullptr;
   pg->offset = 0;
   pg->pg_flags.store(PQ_FREE, std::memory_order_release);
@@ -182,7 +182,7 @@ void Uvm::uvm_pagedequeue(vm_page* pg) {
 }
 
 void Uvm::pageactivate(vm_page* pg) {
-  absl::MutexLock l(&pageqlock_);
+  MutexLock l(&pageqlock_);
   uvm_pageactivate(pg);
 }
 
@@ -194,14 +194,14 @@ void Uvm::uvm_page_unbusy(Chunk& c, vm_page* pg) {
 
 void Uvm::stop() {
   stopping_.store(true, std::memory_order_release);
-  absl::MutexLock l(&fpageqlock_);
+  MutexLock l(&fpageqlock_);
   pagedaemon_wanted_ = true;
   pagedaemon_cv_.SignalAll();
   free_cv_.SignalAll();
 }
 
 void Uvm::wakeup_pagedaemon() {
-  absl::MutexLock l(&fpageqlock_);
+  MutexLock l(&fpageqlock_);
   pagedaemon_wanted_ = true;
   pagedaemon_cv_.Signal();
 }
@@ -210,7 +210,7 @@ bool Uvm::uvm_wait(const char* wmsg) {
   // How long a waiter tolerates no frame being freed while swap is full
   // before it gives the fault up (design.md, I5).
   constexpr absl::Duration kOutOfSwapGrace = absl::Seconds(5);
-  absl::MutexLock l(&fpageqlock_);
+  MutexLock l(&fpageqlock_);
   const uint64_t gen = free_generation_;
   const absl::Time deadline = absl::Now() + kOutOfSwapGrace;
   while (!stopping() && free_generation_ == gen && page_free_.empty()) {

@@ -25,16 +25,16 @@ inline constexpr uint64_t PAGE_SHIFT = 12;
 inline constexpr uint64_t PAGE_SIZE = uint64_t{1} << PAGE_SHIFT;
 
 // pg_flags
-inline constexpr uint32_t PG_BUSY = 0x0001;      // page is being paged in or out
-inline constexpr uint32_t PG_WANTED = 0x0002;    // someone sleeps on PG_BUSY
-inline constexpr uint32_t PG_CLEAN = 0x0004;     // page matches its swap slot
-inline constexpr uint32_t PG_RELEASED = 0x0008;  // free when un-busied
-inline constexpr uint32_t PG_PMAP_REF = 0x0010;  // pmap reference bit (soft)
-inline constexpr uint32_t PQ_ACTIVE = 0x0100;     // on the active queue
-inline constexpr uint32_t PQ_INACTIVE = 0x0200;   // on the inactive queue
+inline constexpr uint32_t PG_BUSY = 0x0001;        // page is being paged in or out
+inline constexpr uint32_t PG_WANTED = 0x0002;      // someone sleeps on PG_BUSY
+inline constexpr uint32_t PG_CLEAN = 0x0004;       // page matches its swap slot
+inline constexpr uint32_t PG_RELEASED = 0x0008;    // free when un-busied
+inline constexpr uint32_t PG_PMAP_REF = 0x0010;    // pmap reference bit (soft)
+inline constexpr uint32_t PQ_ACTIVE = 0x0100;      // on the active queue
+inline constexpr uint32_t PQ_INACTIVE = 0x0200;    // on the inactive queue
 inline constexpr uint32_t PQ_SWAPBACKED = 0x0400;  // backed by swap (always, here)
-inline constexpr uint32_t PQ_ITER = 0x0800;       // a marker, not a page
-inline constexpr uint32_t PQ_FREE = 0x1000;       // on the free list
+inline constexpr uint32_t PQ_ITER = 0x0800;        // a marker, not a page
+inline constexpr uint32_t PQ_FREE = 0x1000;        // on the free list
 
 struct vm_page {
   std::atomic<uint32_t> pg_flags{0};

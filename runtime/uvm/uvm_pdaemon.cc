@@ -44,7 +44,7 @@ void Uvm::uvm_pageout() {
                   get(uvmexp_.freemin), get(uvmexp_.freetarg));
   for (;;) {
     {
-      absl::MutexLock l(&fpageqlock_);
+      MutexLock l(&fpageqlock_);
       if (!pagedaemon_wanted_ && !stopping()) {
         pagedaemon_cv_.WaitWithTimeout(&fpageqlock_, absl::Milliseconds(250));
       }
@@ -55,7 +55,7 @@ void Uvm::uvm_pageout() {
     uvmpd_pass();
     // if there's any free memory to be had, wake up any waiters.
     {
-      absl::MutexLock l(&fpageqlock_);
+      MutexLock l(&fpageqlock_);
       if (get(uvmexp_.free) > 0 || get(uvmexp_.paging) == 0) free_cv_.SignalAll();
     }
     sched_yield();
@@ -65,7 +65,7 @@ void Uvm::uvm_pageout() {
 void Uvm::uvmpd_pass() {
   bool scan;
   {
-    absl::MutexLock l(&pageqlock_);
+    MutexLock l(&pageqlock_);
     int64_t inactarg = (get(uvmexp_.active) + get(uvmexp_.inactive)) / 3;
     if (inactarg <= get(uvmexp_.freetarg)) inactarg = get(uvmexp_.freetarg) + 1;
     uvmexp_.inactarg = inactarg;
@@ -269,15 +269,14 @@ void Uvm::uvmpd_scan() {
 
   int inactive_shortage;
   {
-    absl::MutexLock l(&pageqlock_);
+    MutexLock l(&pageqlock_);
     inactive_shortage = static_cast<int>(get(uvmexp_.inactarg) - get(uvmexp_.inactive));
   }
   // detect if we're not going to be able to page anything out until we free
   // some swap resources from active pages.
   const int64_t free = get(uvmexp_.free);
   int swap_shortage = 0;
-  if (free < get(uvmexp_.freetarg) && uvm_swapisfilled() && !uvm_swapisfull() &&
-      pages_freed == 0) {
+  if (free < get(uvmexp_.freetarg) && uvm_swapisfilled() && !uvm_swapisfull() && pages_freed == 0) {
     swap_shortage = static_cast<int>(get(uvmexp_.freetarg) - free);
   }
   if (inactive_shortage > 0 || swap_shortage > 0) {
@@ -315,7 +314,7 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
       if (inactive_shortage > 0) {
         pmap_->remove(*r, p->offset, 1);
         {
-          absl::MutexLock l(&pageqlock_);
+          MutexLock l(&pageqlock_);
           uvm_pagedeactivate(p);
         }
         inc(uvmexp_.pddeact);

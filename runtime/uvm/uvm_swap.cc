@@ -19,7 +19,9 @@ namespace {
 constexpr uint64_t kSwapGroup = 256;
 }
 
-bool Uvm::swap_bit(uint64_t s) const { return (swap_map_[s / 64] >> (s % 64)) & 1; }
+bool Uvm::swap_bit(uint64_t s) const {
+  return (swap_map_[s / 64] >> (s % 64)) & 1;
+}
 
 void Uvm::swap_setbits(uint64_t s, uint64_t n, bool v) {
   for (uint64_t i = s; i < s + n; i++) {
@@ -37,7 +39,7 @@ void Uvm::swap_setbits(uint64_t s, uint64_t n, bool v) {
 }
 
 int Uvm::uvm_swap_alloc(int* n, bool lessok) {
-  absl::MutexLock l(&swap_lock_);
+  MutexLock l(&swap_lock_);
   const uint64_t want = static_cast<uint64_t>(*n);
   const uint64_t nbits = swap_map_.size() * 64;
   const uint64_t ngroups = swap_group_free_.size();
@@ -84,7 +86,7 @@ int Uvm::uvm_swap_alloc(int* n, bool lessok) {
 
 void Uvm::uvm_swap_free(int slot, int n) {
   if (slot == 0 || n == 0) return;
-  absl::MutexLock l(&swap_lock_);
+  MutexLock l(&swap_lock_);
   int freed = 0;
   for (uint64_t s = static_cast<uint64_t>(slot); s < static_cast<uint64_t>(slot + n); s++) {
     if ((swap_bad_[s / 64] >> (s % 64)) & 1) continue;  // bad slots stay allocated
@@ -100,7 +102,7 @@ void Uvm::uvm_swap_free(int slot, int n) {
 
 void Uvm::uvm_swap_markbad(int slot, int n) {
   if (slot <= 0 || n == 0) return;
-  absl::MutexLock l(&swap_lock_);
+  MutexLock l(&swap_lock_);
   for (uint64_t s = static_cast<uint64_t>(slot); s < static_cast<uint64_t>(slot + n); s++) {
     swap_bad_[s / 64] |= uint64_t{1} << (s % 64);
   }
@@ -115,7 +117,9 @@ bool Uvm::uvm_swapisfull() const {
   return get(uvmexp_.swpgonly) + get(uvmexp_.swpgbad) >= get(uvmexp_.swpages);
 }
 
-bool Uvm::uvm_swapisfilled() const { return get(uvmexp_.swpginuse) >= get(uvmexp_.swpages); }
+bool Uvm::uvm_swapisfilled() const {
+  return get(uvmexp_.swpginuse) >= get(uvmexp_.swpages);
+}
 
 uint64_t Uvm::capacity_pages() const {
   return params_.npages + static_cast<uint64_t>(get(uvmexp_.swpages) - get(uvmexp_.swpgbad));
@@ -154,7 +158,7 @@ int Uvm::uvm_swap_dropcluster(vm_page** pgs, int npages, int error) {
     vm_page* pg = pgs[i];
     Region* r = pg->uobject;
     Chunk& c = r->chunk_of(pg->offset);
-    absl::MutexLock l(&c.vmobjlock);
+    MutexLock l(&c.vmobjlock);
     if (error) {
       // For hard failures return the first slot.
       if (error != ENOMEM && i == 0) slot = static_cast<int>(c.ent[pg->offset & kChunkMask].swslot);

@@ -18,10 +18,15 @@ namespace uvmrt::uvm {
 
 namespace {
 
-// The backing object's size: the address space all regions share.
-constexpr uint64_t kBackingBytes = uint64_t{16} << 40;  // 16 TiB, sparse
+// The backing object's size: the address space all regions share.  It is
+// sparse; a smaller size is tried where the address space is scarce (for
+// example under ThreadSanitizer).
+constexpr uint64_t kBackingBytesMax = uint64_t{16} << 40;  // 16 TiB
+constexpr uint64_t kBackingBytesMin = uint64_t{1} << 34;   // 16 GiB
 
-std::string errstr(int e) { return strerror(e); }
+std::string errstr(int e) {
+  return strerror(e);
+}
 
 int open_uffd(int flags) {
   int fd = static_cast<int>(syscall(SYS_userfaultfd, flags));
@@ -81,8 +86,8 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
         "uvmrt: this kernel's userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM: use Linux 6.1 or "
         "later");
   }
-  uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-                                            UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID));
+  uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |
+                                            UFFD_FEATURE_THREAD_ID));
   uffdio_api api{UFFD_API, want, 0};
   if (ioctl(p->uffd_, UFFDIO_API, &api) != 0) {
     return absl::InternalError("uvmrt: UFFDIO_API: " + errstr(errno));
@@ -97,19 +102,26 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
 
   p->memfd_ = memfd_create("uvmrt", MFD_CLOEXEC);
   if (p->memfd_ < 0) return absl::InternalError("uvmrt: memfd_create: " + errstr(errno));
-  if (ftruncate(p->memfd_, static_cast<off_t>(kBackingBytes)) != 0) {
+  uint64_t backing = kBackingBytesMax;
+  void* d = MAP_FAILED;
+  for (; backing >= kBackingBytesMin; backing /= 2) {
+    d = mmap(nullptr, backing, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, p->memfd_, 0);
+    if (d != MAP_FAILED) break;
+  }
+  if (d == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        "uvmrt: no address space for the direct view: " + errstr(errno) +
+        ": raise the address-space limit (ulimit -v)");
+  }
+  if (ftruncate(p->memfd_, static_cast<off_t>(backing)) != 0) {
+    munmap(d, backing);
     return absl::InternalError("uvmrt: sizing the backing memfd: " + errstr(errno));
   }
-  void* d = mmap(nullptr, kBackingBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                 p->memfd_, 0);
-  if (d == MAP_FAILED) {
-    return absl::ResourceExhaustedError("uvmrt: mapping the direct view: " + errstr(errno));
-  }
-  madvise(d, kBackingBytes, MADV_DONTFORK);
+  madvise(d, backing, MADV_DONTFORK);
   p->direct_ = static_cast<char*>(d);
-  p->backing_pages_ = kBackingBytes >> PAGE_SHIFT;
+  p->backing_pages_ = backing >> PAGE_SHIFT;
   {
-    absl::MutexLock l(&p->range_lock_);
+    MutexLock l(&p->range_lock_);
     p->free_ranges_[0] = p->backing_pages_;
   }
   return p;
@@ -122,7 +134,7 @@ UffdPmap::~UffdPmap() {
 }
 
 absl::StatusOr<uint64_t> UffdPmap::alloc_range(uint64_t npages) {
-  absl::MutexLock l(&range_lock_);
+  MutexLock l(&range_lock_);
   for (auto it = free_ranges_.begin(); it != free_ranges_.end(); ++it) {
     if (it->second < npages) continue;
     const uint64_t start = it->first;
@@ -132,12 +144,13 @@ absl::StatusOr<uint64_t> UffdPmap::alloc_range(uint64_t npages) {
     return start;
   }
   return absl::ResourceExhaustedError(
-      "uvmrt: mapping too large: the runtime's 16 TiB address space for regions is used up; "
-      "unmap regions or map less");
+      absl::StrFormat("uvmrt: mapping too large: the runtime's %d GiB address space for regions "
+                      "is used up; unmap regions or map less",
+                      backing_pages_ >> (30 - PAGE_SHIFT)));
 }
 
 void UffdPmap::free_range(Region& r) {
-  absl::MutexLock l(&range_lock_);
+  MutexLock l(&range_lock_);
   uint64_t start = r.pgoff(), len = r.npages();
   // Coalesce with the neighbours.
   auto next = free_ranges_.lower_bound(start);
@@ -166,9 +179,8 @@ absl::Status UffdPmap::create_view(Region& r) {
     const int e = errno;
     Region tmp(0, r.npages(), *off);
     free_range(tmp);
-    return absl::ResourceExhaustedError(
-        absl::StrFormat("uvmrt: cannot map %d bytes: %s: map less or raise vm.max_map_count",
-                        bytes, errstr(e)));
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "uvmrt: cannot map %d bytes: %s: map less or raise vm.max_map_count", bytes, errstr(e)));
   }
   // A forked child must not see this memory: it would read zeros where pages
   // were evicted (design.md).  Children get no mapping here at all.

@@ -20,7 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "uvm/uvm_lock.h"
 #include "uvm/uvm_pmap.h"
 
 namespace uvmrt::uvm {
@@ -67,7 +67,7 @@ class UffdPmap final : public Pmap {
   bool user_mode_only_ = false;
 
   // Free ranges of the backing object: first page -> length.
-  absl::Mutex range_lock_;
+  Mutex range_lock_;
   absl::btree_map<uint64_t, uint64_t> free_ranges_ ABSL_GUARDED_BY(range_lock_);
 };
 

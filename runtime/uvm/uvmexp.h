@@ -35,20 +35,20 @@ struct uvmexp_t {
   counter swpgonly{0};   // [a] pages only in swap
   counter swpgbad{0};    // [S] slots marked bad
 
-  counter pdwoke{0};       // [a] daemon wakeups
-  counter pdrevs{0};       // [a] uvmpd_scan passes
-  counter pdscans{0};      // [a] pages scanned by uvmpd_scan_inactive
-  counter pdfreed{0};      // [a] clean pages freed
-  counter pdreact{0};      // [a] referenced pages reactivated
-  counter pdbusy{0};       // [a] busy pages skipped
-  counter pdpageouts{0};   // [a] cluster writes started
-  counter pdpending{0};    // [a] cluster writes pending
-  counter pddeact{0};      // [a] pages deactivated
+  counter pdwoke{0};          // [a] daemon wakeups
+  counter pdrevs{0};          // [a] uvmpd_scan passes
+  counter pdscans{0};         // [a] pages scanned by uvmpd_scan_inactive
+  counter pdfreed{0};         // [a] clean pages freed
+  counter pdreact{0};         // [a] referenced pages reactivated
+  counter pdbusy{0};          // [a] busy pages skipped
+  counter pdpageouts{0};      // [a] cluster writes started
+  counter pdpending{0};       // [a] cluster writes pending
+  counter pddeact{0};         // [a] pages deactivated
   counter pdreacts_dirty{0};  // [a] dirtyreacts: dirty pages reactivated, swap full
-  counter pgswapin{0};     // [a] pages read from swap
-  counter pgswapout{0};    // [a] pages written to swap
-  counter swapouterr{0};   // [a] pages whose pageout failed
-  counter swapinerr{0};    // [a] failed swap-in reads
+  counter pgswapin{0};        // [a] pages read from swap
+  counter pgswapout{0};       // [a] pages written to swap
+  counter swapouterr{0};      // [a] pages whose pageout failed
+  counter swapinerr{0};       // [a] failed swap-in reads
 
   counter faults{0};        // [a] faults handled
   counter flt_zfill{0};     // [a] zero-fill
@@ -65,9 +65,15 @@ struct uvmexp_t {
   void snapshot(uvmrt_stats* out) const;
 };
 
-inline void inc(counter& c, int64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
-inline void dec(counter& c, int64_t n = 1) { c.fetch_sub(n, std::memory_order_relaxed); }
-inline int64_t get(const counter& c) { return c.load(std::memory_order_relaxed); }
+inline void inc(counter& c, int64_t n = 1) {
+  c.fetch_add(n, std::memory_order_relaxed);
+}
+inline void dec(counter& c, int64_t n = 1) {
+  c.fetch_sub(n, std::memory_order_relaxed);
+}
+inline int64_t get(const counter& c) {
+  return c.load(std::memory_order_relaxed);
+}
 
 }  // namespace uvmrt::uvm
 
