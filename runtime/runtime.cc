@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_format.h"
 #include "io/uring_swapdev.h"
+#include "runtime/runtime_internal.h"
 #include "runtime/log.h"
 #include "uvm/uvm.h"
 #include "uvm/uvm_upmap.h"
@@ -28,11 +29,11 @@ using uvm::PAGE_SIZE;
 class RuntimeImpl {
  public:
   ~RuntimeImpl();
-  absl::Status Init(const Options& o);
+  absl::Status Init(const Options& o, const internal::SwapDevWrapper& wrap);
   void fault_handler_loop(int id);
 
   std::unique_ptr<uvm::UffdPmap> pmap;
-  std::unique_ptr<io::UringSwapDev> dev;
+  std::unique_ptr<io::SwapDev> dev;
   std::unique_ptr<uvm::Uvm> uvm;
   int stopfd = -1;
   std::vector<std::thread> handlers;
@@ -70,7 +71,7 @@ absl::Status ValidateOptions(const Options& o) {
 
 }  // namespace
 
-absl::Status RuntimeImpl::Init(const Options& o) {
+absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper& wrap) {
   if (absl::Status st = ValidateOptions(o); !st.ok()) return st;
   if (absl::Status st = io::ProbeUring(); !st.ok()) return st;
   absl::StatusOr<std::unique_ptr<uvm::UffdPmap>> p = uvm::UffdPmap::Create();
@@ -83,6 +84,7 @@ absl::Status RuntimeImpl::Init(const Options& o) {
   absl::StatusOr<std::unique_ptr<io::UringSwapDev>> d = io::UringSwapDev::Open(so);
   if (!d.ok()) return d.status();
   dev = std::move(*d);
+  if (wrap) dev = wrap(std::move(dev));
   uvm::uvm_params params;
   params.npages = o.budget_bytes >> PAGE_SHIFT;
   params.cluster_pages = o.cluster_pages;
@@ -177,10 +179,24 @@ Runtime::Runtime(std::unique_ptr<RuntimeImpl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Options& options) {
-  auto impl = std::make_unique<RuntimeImpl>();
-  if (absl::Status st = impl->Init(options); !st.ok()) return st;
-  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+  return internal::CreateWithSwapDev(options, nullptr);
 }
+
+namespace internal {
+class RuntimeAccess {
+ public:
+  static std::unique_ptr<Runtime> Make(std::unique_ptr<RuntimeImpl> impl) {
+    return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+  }
+};
+
+absl::StatusOr<std::unique_ptr<Runtime>> CreateWithSwapDev(const Options& options,
+                                                           const SwapDevWrapper& wrap) {
+  auto impl = std::make_unique<RuntimeImpl>();
+  if (absl::Status st = impl->Init(options, wrap); !st.ok()) return st;
+  return RuntimeAccess::Make(std::move(impl));
+}
+}  // namespace internal
 
 absl::StatusOr<void*> Runtime::Map(size_t bytes) {
   if (bytes == 0) {

@@ -36,6 +36,10 @@ struct Options {
 };
 
 class RuntimeImpl;
+class Runtime;
+namespace internal {
+class RuntimeAccess;
+}
 
 class Runtime {
  public:
@@ -62,6 +66,7 @@ class Runtime {
   int64_t KernelResidentBytes() const;
 
  private:
+  friend class internal::RuntimeAccess;
   explicit Runtime(std::unique_ptr<RuntimeImpl> impl);
   std::unique_ptr<RuntimeImpl> impl_;
 };
