@@ -11,14 +11,16 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <deque>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "io/uring_swapdev.h"
-#include "runtime/runtime_internal.h"
 #include "runtime/log.h"
+#include "runtime/runtime_internal.h"
 #include "uvm/uvm.h"
+#include "uvm/uvm_lock.h"
 #include "uvm/uvm_upmap.h"
 
 namespace uvmrt {
@@ -30,13 +32,27 @@ class RuntimeImpl {
  public:
   ~RuntimeImpl();
   absl::Status Init(const Options& o, const internal::SwapDevWrapper& wrap);
-  void fault_handler_loop(int id);
+  void reader_loop();
+  void dispatch_fault(const uffd_msg& m);
+  void worker_loop();
+
+  struct FaultWork {
+    std::shared_ptr<uvm::Region> region;
+    uint64_t idx = 0;
+    uvm::fault_access access = uvm::FAULT_READ;
+  };
 
   std::unique_ptr<uvm::UffdPmap> pmap;
   std::unique_ptr<io::SwapDev> dev;
   std::unique_ptr<uvm::Uvm> uvm;
   int stopfd = -1;
+  std::thread reader;
   std::vector<std::thread> handlers;
+  // Faults that wait (swap-in, busy pages, no free frame), for the workers.
+  Mutex work_lock;
+  std::deque<FaultWork> work ABSL_GUARDED_BY(work_lock);
+  bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
+  CondVar work_cv;
   std::thread pagedaemon;
   std::thread aiodone;
 };
@@ -101,10 +117,14 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
     pthread_setname_np(pthread_self(), "uvm_aiodoned");
     uvm->uvm_aiodone_daemon();
   });
+  reader = std::thread([this] {
+    pthread_setname_np(pthread_self(), "uvm_faultrd");
+    reader_loop();
+  });
   for (int i = 0; i < o.fault_threads; i++) {
     handlers.emplace_back([this, i] {
       pthread_setname_np(pthread_self(), absl::StrFormat("uvm_fault%d", i).c_str());
-      fault_handler_loop(i);
+      worker_loop();
     });
   }
   logger()->info("uvmrt: budget {} pages, swap {} slots, {} fault threads",
@@ -112,58 +132,118 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   return absl::OkStatus();
 }
 
-void RuntimeImpl::fault_handler_loop(int id) {
-  constexpr int kBatch = 32;
+void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
+  const uintptr_t addr = m.arg.pagefault.address & ~(PAGE_SIZE - 1);
+  std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
+  if (r == nullptr || r->in_hole((addr - r->base()) >> PAGE_SHIFT)) {
+    // Not part of a live region, yet registered with this userfaultfd:
+    // memory the application moved or grew with mremap.  Fail loudly
+    // (SIGBUS); if the address is gone altogether, let the thread retry and
+    // take SIGSEGV.
+    uvm::Region probe(addr, 1, 0);
+    if (!pmap->poison(probe, 0).ok()) pmap->wake(probe, 0);
+    logger()->warn("uvmrt: fault at {:#x} outside any region", addr);
+    return;
+  }
+  const uint64_t flags = m.arg.pagefault.flags;
+  uvm::fault_access access = uvm::FAULT_READ;
+  if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+    access = uvm::FAULT_WP;
+  } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+    access = uvm::FAULT_WRITE;
+  }
+  const uint64_t idx = (addr - r->base()) >> PAGE_SHIFT;
+  absl::Status st;
+  // Faults that need no waiting are resolved here; the rest go to the
+  // workers, so that this thread is always free to read the next event.
+  if (uvm->uvm_fault_try(*r, idx, access, &st)) {
+    if (!st.ok()) logger()->warn("uvmrt: fault at {:#x}: {}", addr, st.ToString());
+    return;
+  }
+  MutexLock l(&work_lock);
+  work.push_back(FaultWork{std::move(r), idx, access});
+  work_cv.Signal();
+}
+
+void RuntimeImpl::reader_loop() {
+  constexpr int kBatch = 64;
   uffd_msg msgs[kBatch];
   pollfd fds[2] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}};
   for (;;) {
     int pr = poll(fds, 2, -1);
     if (pr < 0) {
       if (errno == EINTR) continue;
-      logger()->critical("uvmrt: fault handler {}: poll: {}", id, strerror(errno));
+      logger()->critical("uvmrt: userfaultfd reader: poll: {}", strerror(errno));
       return;
     }
     if (fds[1].revents != 0) return;
     ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
-      logger()->critical("uvmrt: fault handler {}: read: {}", id, strerror(errno));
+      logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
       return;
     }
+    // Messages are handled in the order they were read: an event is applied
+    // before any fault read after it (design.md: a stale MINOR fault must
+    // not map a discarded page).
     for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
       const uffd_msg& m = msgs[i];
-      if (m.event != UFFD_EVENT_PAGEFAULT) continue;
-      const uintptr_t addr = m.arg.pagefault.address & ~(PAGE_SIZE - 1);
-      std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
-      if (r == nullptr) {
-        // Not ours any more (unmapped meanwhile): let the thread retry.
-        uffdio_range range{addr, PAGE_SIZE};
-        ioctl(pmap->uffd(), UFFDIO_WAKE, &range);
-        continue;
+      switch (m.event) {
+        case UFFD_EVENT_PAGEFAULT:
+          dispatch_fault(m);
+          break;
+        case UFFD_EVENT_REMOVE:
+          if (!pmap->consume_self_remove(m.arg.remove.start, m.arg.remove.end)) {
+            uvm->uvm_map_discard(m.arg.remove.start, m.arg.remove.end);
+          }
+          break;
+        case UFFD_EVENT_UNMAP:
+          uvm->uvm_map_unmapped(m.arg.remove.start, m.arg.remove.end);
+          break;
+        case UFFD_EVENT_REMAP:
+          uvm->uvm_map_remapped(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+          break;
+        default:
+          logger()->warn("uvmrt: unexpected userfaultfd event {}", m.event);
       }
-      const uint64_t flags = m.arg.pagefault.flags;
-      uvm::fault_access access = uvm::FAULT_READ;
-      if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-        access = uvm::FAULT_WP;
-      } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
-        access = uvm::FAULT_WRITE;
-      }
-      absl::Status st = uvm->uvm_fault(*r, (addr - r->base()) >> PAGE_SHIFT, access);
-      if (!st.ok()) logger()->warn("uvmrt: fault at {:#x}: {}", addr, st.ToString());
     }
   }
 }
 
+void RuntimeImpl::worker_loop() {
+  for (;;) {
+    FaultWork w;
+    {
+      MutexLock l(&work_lock);
+      while (work.empty() && !stopping_workers) work_cv.Wait(&work_lock);
+      if (work.empty()) return;
+      w = std::move(work.front());
+      work.pop_front();
+    }
+    absl::Status st = uvm->uvm_fault(*w.region, w.idx, w.access);
+    if (!st.ok()) logger()->warn("uvmrt: fault on page {}: {}", w.idx, st.ToString());
+  }
+}
+
 RuntimeImpl::~RuntimeImpl() {
+  // The page daemon first: its unmapping calls need the reader to read
+  // their events.  Then the reader and the workers; workers in uvm_wait see
+  // the stop.  aiodone last, once no write is in flight.
   if (uvm != nullptr) uvm->stop();
+  if (pagedaemon.joinable()) pagedaemon.join();
   if (stopfd >= 0) {
     uint64_t one = 1;
     if (write(stopfd, &one, sizeof(one)) != sizeof(one)) {
       logger()->error("uvmrt: cannot signal the fault handlers to stop");
     }
   }
+  if (reader.joinable()) reader.join();
+  {
+    MutexLock l(&work_lock);
+    stopping_workers = true;
+    work_cv.SignalAll();
+  }
   for (auto& t : handlers) t.join();
-  if (pagedaemon.joinable()) pagedaemon.join();
   if (aiodone.joinable()) {
     uvm->stop_aiodone();
     aiodone.join();

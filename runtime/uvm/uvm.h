@@ -114,6 +114,29 @@ class Uvm {
     return old;
   }
 
+  // ---- region events (uvm_aobj.cc) ----
+
+  // The application discarded [start, end) (MADV_DONTNEED, MADV_REMOVE):
+  // from now on the pages read zero, as private anonymous memory does.  Frees
+  // their frames and slots; a busy page gets PG_RELEASED and is freed by the
+  // thread that holds it busy.
+  // => the userfaultfd reader; holds no lock; never waits for I/O.
+  void uvm_map_discard(uintptr_t start, uintptr_t end) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // The application unmapped [start, end) (munmap).  A region unmapped
+  // whole is detached.
+  // => the userfaultfd reader; holds no lock.
+  void uvm_map_unmapped(uintptr_t start, uintptr_t end) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // The application moved [from, from + len) to `to` (mremap).  A whole
+  // region moves with its pages; a part of one is unmapped from it.
+  // => the userfaultfd reader; holds no lock.
+  void uvm_map_remapped(uintptr_t from, uintptr_t to, uint64_t len) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // Frees a page whose PG_RELEASED the thread that had it busy found.
+  // => caller holds c.vmobjlock, the page's chunk; pg is no longer busy.
+  void uvm_page_release(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+
   // ---- faults (uvm_fault.cc) ----
 
   // uvm_fault: resolves a fault on page `idx` of `r`: waits for a busy page,
@@ -121,6 +144,12 @@ class Uvm {
   // the page mapped, or the faulting threads woken to retry, or poisoned.
   // => any fault-handler thread; holds no lock.
   absl::Status uvm_fault(Region& r, uint64_t idx, fault_access access);
+
+  // uvm_fault_try: as uvm_fault, but only if it needs no waiting (no busy
+  // page, no swap-in, a free frame).  Returns false, having done nothing, if
+  // the fault would wait; *st is the outcome otherwise.
+  // => the userfaultfd reader, which must never wait; holds no lock.
+  bool uvm_fault_try(Region& r, uint64_t idx, fault_access access, absl::Status* st);
 
   // ---- frames and queues (uvm_page.cc) ----
 
@@ -246,6 +275,13 @@ class Uvm {
   int swapcluster_nused(const swapcluster* swc) const { return swc->swc_nused; }
 
   void uao_teardown(Region& r) ABSL_LOCKS_EXCLUDED(maplock_);
+  void uao_discard(Region& r, uint64_t first, uint64_t n);
+  std::vector<std::shared_ptr<Region>> regions_overlapping(uintptr_t start, uintptr_t end)
+      ABSL_LOCKS_EXCLUDED(maplock_);
+  enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
+  absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
+  fault_outcome uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
+                                 absl::Status* st);
   bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
   void swap_setbits(uint64_t s, uint64_t n, bool v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
 

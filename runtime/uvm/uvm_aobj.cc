@@ -17,6 +17,36 @@ Region::Region(uintptr_t base, uint64_t npages, uint64_t pgoff)
   }
 }
 
+void Region::add_hole(uint64_t first, uint64_t n) {
+  MutexLock l(&hole_lock_);
+  holes_.emplace_back(first, n);
+}
+
+bool Region::in_hole(uint64_t idx) {
+  MutexLock l(&hole_lock_);
+  for (const auto& [first, n] : holes_) {
+    if (idx >= first && idx < first + n) return true;
+  }
+  return false;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Region::live_runs() {
+  std::vector<std::pair<uint64_t, uint64_t>> holes;
+  {
+    MutexLock l(&hole_lock_);
+    holes = holes_;
+  }
+  std::sort(holes.begin(), holes.end());
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  uint64_t at = 0;
+  for (const auto& [first, n] : holes) {
+    if (first > at) runs.emplace_back(at, first - at);
+    at = std::max(at, first + n);
+  }
+  if (at < npages_) runs.emplace_back(at, npages_ - at);
+  return runs;
+}
+
 absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
   if (npages == 0) {
     return absl::InvalidArgumentError("uvmrt: cannot map zero bytes: ask for at least one byte");
@@ -81,6 +111,108 @@ absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
   }
   uao_teardown(*r);
   return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<Region>> Uvm::regions_overlapping(uintptr_t start, uintptr_t end) {
+  std::vector<std::shared_ptr<Region>> out;
+  ReaderLock l(&maplock_);
+  auto it = regions_.upper_bound(start);
+  if (it != regions_.begin()) --it;
+  for (; it != regions_.end() && it->first < end; ++it) {
+    const Region& r = *it->second;
+    if (r.base() + r.bytes() > start) out.push_back(it->second);
+  }
+  return out;
+}
+
+void Uvm::uvm_page_release(Chunk& c, vm_page* pg) {
+  pgent& e = c.ent[pg->offset & kChunkMask];
+  const uint32_t slot = e.swslot;
+  e.frame = kNoFrame;
+  e.swslot = 0;
+  uvm_pagefree(pg);
+  if (slot != 0) uvm_swap_free(static_cast<int>(slot), 1);
+}
+
+void Uvm::uao_discard(Region& r, uint64_t first, uint64_t n) {
+  int64_t swponly = 0;
+  for (uint64_t idx = first; idx < first + n;) {
+    Chunk& c = r.chunk_of(idx);
+    const uint64_t chunk_end = std::min(first + n, (idx | kChunkMask) + 1);
+    MutexLock l(&c.vmobjlock);
+    for (; idx < chunk_end; idx++) {
+      pgent& e = c.ent[idx & kChunkMask];
+      if (e.frame != kNoFrame) {
+        vm_page* pg = &frames_[e.frame];
+        if (pg->flags() & PG_BUSY) {
+          // Paging in or out: whoever holds it busy frees it (UVM's
+          // PG_RELEASED), so nobody here waits for I/O.
+          pg->setbits(PG_RELEASED);
+          continue;
+        }
+        uvm_page_release(c, pg);
+      } else if (e.swslot != 0) {
+        uvm_swap_free(static_cast<int>(e.swslot), 1);
+        e.swslot = 0;
+        swponly++;
+      }
+    }
+  }
+  dec(uvmexp_.swpgonly, swponly);
+}
+
+void Uvm::uvm_map_discard(uintptr_t start, uintptr_t end) {
+  for (const std::shared_ptr<Region>& r : regions_overlapping(start, end)) {
+    const uintptr_t s = std::max(start, r->base());
+    const uintptr_t e = std::min(end, r->base() + r->bytes());
+    const uint64_t first = (s - r->base()) >> PAGE_SHIFT;
+    const uint64_t last = (e - r->base() + PAGE_SIZE - 1) >> PAGE_SHIFT;
+    logger()->debug("uvm_map_discard: {} pages at {:#x}", last - first, s);
+    uao_discard(*r, first, last - first);
+  }
+}
+
+void Uvm::uvm_map_unmapped(uintptr_t start, uintptr_t end) {
+  for (const std::shared_ptr<Region>& r : regions_overlapping(start, end)) {
+    const uintptr_t s = std::max(start, r->base());
+    const uintptr_t e = std::min(end, r->base() + r->bytes());
+    const uint64_t first = (s - r->base()) >> PAGE_SHIFT;
+    const uint64_t last = (e - r->base() + PAGE_SIZE - 1) >> PAGE_SHIFT;
+    r->add_hole(first, last - first);
+    uao_discard(*r, first, last - first);
+    if (r->live_runs().empty()) {
+      // Unmapped whole: detach it, as Unmap would.
+      {
+        WriterLock l(&maplock_);
+        auto it = regions_.find(r->base());
+        if (it == regions_.end() || it->second != r) continue;
+        regions_.erase(it);
+        mapped_pages_ -= r->npages();
+      }
+      logger()->debug("uvm_map_unmapped: region at {:#x} unmapped whole", r->base());
+      uao_teardown(*r);
+    }
+  }
+}
+
+void Uvm::uvm_map_remapped(uintptr_t from, uintptr_t to, uint64_t len) {
+  std::shared_ptr<Region> r = uvm_map_lookup(from);
+  if (r == nullptr) return;
+  if (from == r->base() && len == r->bytes()) {
+    // The whole region moved: its pages keep their backing offsets.
+    WriterLock l(&maplock_);
+    auto it = regions_.find(from);
+    if (it == regions_.end() || it->second != r) return;
+    regions_.erase(it);
+    r->set_base(to);
+    regions_[to] = r;
+    return;
+  }
+  logger()->error(
+      "uvmrt: mremap of part of a region ({} bytes at {:#x}) is not supported: the moved pages "
+      "are discarded, and touching them at their new address raises SIGBUS; move whole regions",
+      len, from);
+  uvm_map_unmapped(from, from + len);
 }
 
 void Uvm::uao_detach_all() {

@@ -14,6 +14,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "uvm/uvm_lock.h"
@@ -43,34 +45,45 @@ struct Chunk {
   pgent* ent ABSL_PT_GUARDED_BY(vmobjlock) = nullptr;
 };
 
-class Region {
+class Region : public std::enable_shared_from_this<Region> {
  public:
   Region(uintptr_t base, uint64_t npages, uint64_t pgoff);
 
-  uintptr_t base() const { return base_; }
+  uintptr_t base() const { return base_.load(std::memory_order_acquire); }
   uint64_t npages() const { return npages_; }
   uint64_t bytes() const { return npages_ << PAGE_SHIFT; }
   uint64_t pgoff() const { return pgoff_; }  // first page in the backing memfd
   uint64_t nchunks() const { return (npages_ + kChunkMask) >> kChunkShift; }
   Chunk& chunk_of(uint64_t idx) const { return chunks_[idx >> kChunkShift]; }
   Chunk& chunk(uint64_t c) const { return chunks_[c]; }
-  uintptr_t addr(uint64_t idx) const { return base_ + (idx << PAGE_SHIFT); }
-  bool contains(uintptr_t a) const { return a >= base_ && a < base_ + bytes(); }
+  uintptr_t addr(uint64_t idx) const { return base() + (idx << PAGE_SHIFT); }
+  bool contains(uintptr_t a) const { return a >= base() && a < base() + bytes(); }
 
   bool dead() const { return dead_.load(std::memory_order_acquire); }
+
+  // Pages the application unmapped (munmap, or mremap away) while the region
+  // lives: [first, first + n).  They have no frame and no slot, and the
+  // region's view there is gone.
+  void add_hole(uint64_t first, uint64_t n) ABSL_LOCKS_EXCLUDED(hole_lock_);
+  bool in_hole(uint64_t idx) ABSL_LOCKS_EXCLUDED(hole_lock_);
+  // The parts of [0, npages) that are still mapped, as (first, n) runs.
+  std::vector<std::pair<uint64_t, uint64_t>> live_runs() ABSL_LOCKS_EXCLUDED(hole_lock_);
   void set_dead() { dead_.store(true, std::memory_order_release); }
 
   // Set by the pmap when it creates the application view, before the
   // region is visible to other threads.
-  void set_base(uintptr_t base) { base_ = base; }
+  // Also set when the application moves the whole region with mremap.
+  void set_base(uintptr_t base) { base_.store(base, std::memory_order_release); }
   void set_pgoff(uint64_t pgoff) { pgoff_ = pgoff; }
 
  private:
-  uintptr_t base_;
+  std::atomic<uintptr_t> base_;
   const uint64_t npages_;
   uint64_t pgoff_;
   std::unique_ptr<Chunk[]> chunks_;
   std::atomic<bool> dead_{false};
+  Mutex hole_lock_;
+  std::vector<std::pair<uint64_t, uint64_t>> holes_ ABSL_GUARDED_BY(hole_lock_);
 };
 
 }  // namespace uvmrt::uvm

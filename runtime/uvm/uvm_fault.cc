@@ -3,13 +3,48 @@
 // A fault's kind (missing, minor, write-protect) is only a hint: the page's
 // state is read under its owner lock when the fault is handled, and every
 // fault ends with the page mapped, its threads woken to retry, or poisoned.
+#include <sched.h>
+
 #include "runtime/log.h"
 #include "uvm/uvm.h"
 
 namespace uvmrt::uvm {
 
+namespace {
+absl::Status kWouldBlock() {
+  return absl::AbortedError("would block");
+}
+
+// Drops the owner lock for a moment so a pending userfaultfd event can be
+// read and handled, then takes it again.
+void retry_later(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) {
+  c.vmobjlock.Unlock();
+  sched_yield();
+  c.vmobjlock.Lock();
+}
+}  // namespace
+
 absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
+  absl::Status st;
+  uvm_fault_common(r, idx, access, /*nowait=*/false, &st);
+  return st;
+}
+
+bool Uvm::uvm_fault_try(Region& r, uint64_t idx, fault_access access, absl::Status* st) {
+  return uvm_fault_common(r, idx, access, /*nowait=*/true, st) == FAULT_DONE;
+}
+
+Uvm::fault_outcome Uvm::uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
+                                         absl::Status* out) {
+  *out = uvm_fault_locked(r, idx, access, nowait);
+  if (absl::IsAborted(*out)) return FAULT_WOULDBLOCK;
   inc(uvmexp_.faults);
+  return FAULT_DONE;
+}
+
+// The fault itself.  Returns Aborted ("would block") with nothing done when
+// `nowait` and the fault needs to wait.
+absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait) {
   Chunk& c = r.chunk_of(idx);
   const uint64_t j = idx & kChunkMask;
   const bool write = access != FAULT_READ;
@@ -24,17 +59,27 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
     if (e.frame != kNoFrame) {
       vm_page* pg = &frames_[e.frame];
       if (pg->flags() & PG_BUSY) {
+        if (nowait) return kWouldBlock();
         // Paging in or out: sleep until un-busied (PG_WANTED), then look again.
         pg->setbits(PG_WANTED);
         inc(uvmexp_.flt_busywait);
         c.wanted.Wait(&c.vmobjlock);
         continue;
       }
+      // Mapped again: an active scan unmapping it must leave it active.
+      pg->clearbits(PG_DEACT);
       if (access == FAULT_WP && (pg->flags() & PQ_ACTIVE)) {
         // First write to a clean, mapped page: it is dirty from now on.
         pg->clearbits(PG_CLEAN);
         inc(uvmexp_.flt_wp);
-        return pmap_->unprotect(r, idx);
+        absl::Status st = pmap_->unprotect(r, idx);
+        if (absl::IsUnavailable(st)) {
+          dec(uvmexp_.flt_wp);
+          if (nowait) return kWouldBlock();
+          retry_later(c);
+          continue;
+        }
+        return st;
       }
       // Resident but unmapped (deactivated), or mapped by a racing fault:
       // reactivate and map, without a copy.
@@ -43,12 +88,21 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
       pg->setbits(PG_PMAP_REF);
       inc(uvmexp_.flt_react);
       const bool wp = (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
-      return pmap_->enter(r, idx, wp);
+      absl::Status st = pmap_->enter(r, idx, wp);
+      if (absl::IsUnavailable(st)) {
+        dec(uvmexp_.flt_react);
+        if (nowait) return kWouldBlock();
+        retry_later(c);
+        continue;
+      }
+      return st;
     }
 
-    // Not resident: get a frame.
+    // Not resident: get a frame.  A swap-in waits for I/O.
+    if (nowait && e.swslot != 0) return kWouldBlock();
     vm_page* pg = uvm_pagealloc(&r, idx);
     if (pg == nullptr) {
+      if (nowait) return kWouldBlock();
       inc(uvmexp_.flt_uvmwait);
       c.vmobjlock.Unlock();
       const bool ok = uvm_wait("flt_noram");
@@ -76,7 +130,17 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
       inc(uvmexp_.flt_zfill);
       pg->setbits(PG_PMAP_REF);
       pageactivate(pg);
-      return pmap_->zerofill(r, idx);
+      absl::Status st = pmap_->zerofill(r, idx);
+      if (absl::IsUnavailable(st)) {
+        // Nothing was allocated: give the frame back and retry.
+        dec(uvmexp_.flt_zfill);
+        e.frame = kNoFrame;
+        uvm_pagefree(pg);
+        if (nowait) return kWouldBlock();
+        retry_later(c);
+        continue;
+      }
+      return st;
     }
 
     // Swap-in: the frame is busy while the slot is read into it, so other
@@ -89,6 +153,12 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
     uvm_page_unbusy(c, pg);
     if (r.dead()) {
       // Detached meanwhile; uao_detach frees the frame.
+      pmap_->wake(r, idx);
+      return absl::OkStatus();
+    }
+    if (pg->flags() & PG_RELEASED) {
+      // Discarded by the application meanwhile: the page reads zero now.
+      uvm_page_release(c, pg);
       pmap_->wake(r, idx);
       return absl::OkStatus();
     }
@@ -113,7 +183,13 @@ absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
     pageactivate(pg);
     const bool wp = !write && pmap_->tracks_modify();
     if (!write && !pmap_->tracks_modify()) pg->clearbits(PG_CLEAN);
-    return pmap_->enter(r, idx, wp);
+    absl::Status mst = pmap_->enter(r, idx, wp);
+    if (absl::IsUnavailable(mst)) {
+      // The page is resident and consistent; map it on the next round.
+      retry_later(c);
+      continue;
+    }
+    return mst;
   }
 }
 

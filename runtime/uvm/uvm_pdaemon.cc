@@ -4,6 +4,9 @@
 // - The page-queue lock is dropped around each page's work, so a marker
 //   (PQ_ITER) holds the daemon's place in the queue, as OpenBSD's iterator
 //   does; the system calls behind the pmap never run under pageqlock.
+// - The active scan unmaps a page without its owner lock (PG_DEACT marks
+//   it meanwhile): unmapping sends a userfaultfd event whose reader may need
+//   that lock.
 // - Pages on the inactive queue are always unmapped from the application
 //   view, so pmap_page_protect(PROT_READ) before a pageout needs no call:
 //   a touch faults and waits on PG_BUSY.
@@ -298,12 +301,15 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
     Chunk& c = r->chunk_of(p->offset);
     if (!c.vmobjlock.TryLock()) continue;
     pageqlock_.Unlock();
+    bool deact = false;
+    const uint64_t idx = p->offset;
+    std::shared_ptr<Region> hold;  // keeps r alive while its lock is dropped
     // skip this page if it's busy, or being detached.
     if (!(p->flags() & PG_BUSY) && !r->dead() && (p->flags() & PQ_ACTIVE)) {
       // if there's a shortage of swap, free any swap allocated to this page
       // so that other pages can be paged out.
       if (swap_shortage > 0) {
-        const uint32_t slot = uao_set_swslot(c, p->offset, 0);
+        const uint32_t slot = uao_set_swslot(c, idx, 0);
         if (slot != 0) {
           uvm_swap_free(static_cast<int>(slot), 1);
           p->clearbits(PG_CLEAN);
@@ -312,16 +318,29 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
       }
       // deactivate this page if there's a shortage of inactive pages.
       if (inactive_shortage > 0) {
-        pmap_->remove(*r, p->offset, 1);
-        {
-          MutexLock l(&pageqlock_);
-          uvm_pagedeactivate(p);
-        }
-        inc(uvmexp_.pddeact);
+        p->setbits(PG_DEACT);
+        deact = true;
+        // Not dead under the owner lock: uao_detach's caller still holds it.
+        hold = r->shared_from_this();
         inactive_shortage--;
       }
     }
     c.vmobjlock.Unlock();
+    if (deact) {
+      // pmap_page_protect(PROT_NONE), without the owner lock: unmapping
+      // sends a userfaultfd event, and its reader may need this lock.  A
+      // fault that maps the page meanwhile clears PG_DEACT, and the page stays
+      // active (it was referenced).
+      pmap_->remove(*r, idx, 1);
+      MutexLock l(&c.vmobjlock);
+      const pgent& e = c.ent[idx & kChunkMask];
+      if (e.frame == frame_index(p) && (p->flags() & PG_DEACT) && !r->dead()) {
+        MutexLock q(&pageqlock_);
+        uvm_pagedeactivate(p);
+        inc(uvmexp_.pddeact);
+      }
+      if (e.frame == frame_index(p)) p->clearbits(PG_DEACT);
+    }
     pageqlock_.Lock();
   }
   page_active_.remove(&iter);

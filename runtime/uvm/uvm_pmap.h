@@ -20,6 +20,8 @@
 
 namespace uvmrt::uvm {
 
+// The mapping calls return Unavailable when the address space is changing
+// (a userfaultfd event not yet read): the caller drops its locks and retries.
 class Pmap {
  public:
   virtual ~Pmap() = default;

@@ -171,6 +171,8 @@ int Uvm::uvm_swap_dropcluster(vm_page** pgs, int npages, int error) {
       pg->setbits(PG_CLEAN);
     }
     uvm_page_unbusy(c, pg);
+    // Discarded by the application during the write: free it now.
+    if (pg->flags() & PG_RELEASED) uvm_page_release(c, pg);
   }
   return slot;
 }

@@ -28,6 +28,13 @@ std::string errstr(int e) {
   return strerror(e);
 }
 
+// A userfaultfd event (an munmap, mremap or MADV_DONTNEED) is waiting to be
+// read: mapping calls fail with EAGAIN until it is.  The caller drops its
+// locks and retries, so that the reader can get at the event.
+absl::Status kMmapChanging() {
+  return absl::UnavailableError("userfaultfd event pending");
+}
+
 int open_uffd(int flags) {
   int fd = static_cast<int>(syscall(SYS_userfaultfd, flags));
   if (fd >= 0 || errno != EPERM) return fd;
@@ -86,14 +93,22 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
         "uvmrt: this kernel's userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM: use Linux 6.1 or "
         "later");
   }
+  constexpr uint64_t kEvents =
+      UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
   uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |
-                                            UFFD_FEATURE_THREAD_ID));
+                                            UFFD_FEATURE_THREAD_ID | kEvents));
   uffdio_api api{UFFD_API, want, 0};
   if (ioctl(p->uffd_, UFFDIO_API, &api) != 0) {
     return absl::InternalError("uvmrt: UFFDIO_API: " + errstr(errno));
   }
   p->wp_ = (api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) != 0;
   p->poison_ = (api.features & UFFD_FEATURE_POISON) != 0;
+  p->events_ = (api.features & kEvents) == kEvents;
+  if (!p->events_) {
+    logger()->warn(
+        "uvmrt: userfaultfd events are unavailable: MADV_DONTNEED, munmap and mremap on regions "
+        "are not seen, so discarded memory may keep its old contents");
+  }
   if (!p->wp_) {
     logger()->warn(
         "uvmrt: userfaultfd cannot write-protect shared memory here: swapped-in pages count as "
@@ -203,8 +218,26 @@ absl::Status UffdPmap::create_view(Region& r) {
 }
 
 void UffdPmap::destroy_view(Region& r) {
-  // munmap also unregisters the range from userfaultfd.
-  if (r.base() != 0) munmap(reinterpret_cast<void*>(r.base()), r.bytes());
+  if (r.base() == 0) return;
+  // Unregister first, so the runtime's own munmap sends no UNMAP event; and
+  // leave alone the parts the application unmapped (their addresses may
+  // belong to someone else by now).
+  for (const auto& [first, n] : r.live_runs()) {
+    uffdio_range range{r.addr(first), n << PAGE_SHIFT};
+    ioctl(uffd_, UFFDIO_UNREGISTER, &range);
+    munmap(reinterpret_cast<void*>(r.addr(first)), n << PAGE_SHIFT);
+  }
+}
+
+bool UffdPmap::consume_self_remove(uint64_t start, uint64_t end) {
+  MutexLock l(&self_lock_);
+  for (auto it = self_removes_.begin(); it != self_removes_.end(); ++it) {
+    if (it->first == start && it->second == end) {
+      self_removes_.erase(it);
+      return true;
+    }
+  }
+  return false;
 }
 
 absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
@@ -215,7 +248,7 @@ absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
   for (;;) {
     if (ioctl(uffd_, UFFDIO_CONTINUE, &c) == 0) return absl::OkStatus();
     const int e = errno;
-    if (e == EAGAIN) continue;  // the mm is changing; retry
+    if (e == EAGAIN) return kMmapChanging();
     if (e == EEXIST) {
       // Already mapped (a racing fault): only wake the threads.
       wake(r, idx);
@@ -234,7 +267,7 @@ absl::Status UffdPmap::zerofill(const Region& r, uint64_t idx) {
   for (;;) {
     if (ioctl(uffd_, UFFDIO_ZEROPAGE, &z) == 0) return absl::OkStatus();
     const int e = errno;
-    if (e == EAGAIN) continue;
+    if (e == EAGAIN) return kMmapChanging();
     if (e == EEXIST) {
       // A page table entry exists already (a racing fault mapped it).
       wake(r, idx);
@@ -247,8 +280,18 @@ absl::Status UffdPmap::zerofill(const Region& r, uint64_t idx) {
 }
 
 void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
-  if (madvise(reinterpret_cast<void*>(r.addr(idx)), n << PAGE_SHIFT, MADV_DONTNEED) != 0) {
-    logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(errno));
+  const uint64_t start = r.addr(idx), end = start + (n << PAGE_SHIFT);
+  // The REMOVE event this sends is read (and must be recognized as ours)
+  // before madvise returns, so record it first.
+  if (events_) {
+    MutexLock l(&self_lock_);
+    self_removes_.emplace_back(start, end);
+  }
+  if (madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED) != 0) {
+    // No event was sent (the range is no longer mapped).
+    const int e = errno;
+    if (events_) consume_self_remove(start, end);
+    if (!r.dead() && e != ENOMEM) logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(e));
   }
 }
 
@@ -259,7 +302,7 @@ absl::Status UffdPmap::unprotect(const Region& r, uint64_t idx) {
   w.mode = 0;  // clear write protection, and wake
   for (;;) {
     if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &w) == 0) return absl::OkStatus();
-    if (errno == EAGAIN) continue;
+    if (errno == EAGAIN) return kMmapChanging();
     const int e = errno;
     wake(r, idx);
     return absl::InternalError("UFFDIO_WRITEPROTECT: " + errstr(e));
@@ -286,7 +329,7 @@ absl::Status UffdPmap::poison(const Region& r, uint64_t idx) {
   p.range.len = PAGE_SIZE;
   for (;;) {
     if (ioctl(uffd_, UFFDIO_POISON, &p) == 0) return absl::OkStatus();
-    if (errno == EAGAIN) continue;
+    if (errno == EAGAIN) return kMmapChanging();
     return absl::InternalError("UFFDIO_POISON: " + errstr(errno));
   }
 }

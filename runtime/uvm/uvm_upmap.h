@@ -54,6 +54,13 @@ class UffdPmap final : public Pmap {
   // The backing memfd's allocated bytes, from the kernel (st_blocks).
   int64_t kernel_resident_bytes() const;
 
+  // True if UFFD_EVENT_REMOVE/UNMAP/REMAP are delivered.
+  bool has_events() const { return events_; }
+
+  // The userfaultfd reader calls this for each REMOVE event: true if the
+  // event is the runtime's own unmapping (remove()), which it then forgets.
+  bool consume_self_remove(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(self_lock_);
+
  private:
   UffdPmap() = default;
   absl::StatusOr<uint64_t> alloc_range(uint64_t npages) ABSL_LOCKS_EXCLUDED(range_lock_);
@@ -65,6 +72,11 @@ class UffdPmap final : public Pmap {
   bool wp_ = false;
   bool poison_ = false;
   bool user_mode_only_ = false;
+  bool events_ = false;
+
+  // The runtime's own MADV_DONTNEED calls whose REMOVE event is not yet read.
+  Mutex self_lock_;
+  std::vector<std::pair<uint64_t, uint64_t>> self_removes_ ABSL_GUARDED_BY(self_lock_);
 
   // Free ranges of the backing object: first page -> length.
   Mutex range_lock_;

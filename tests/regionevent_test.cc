@@ -1,0 +1,189 @@
+// regionevent_test: a region behaves as private anonymous memory under what
+// the application can do to it: MADV_DONTNEED, MADV_REMOVE, munmap, mremap
+// and fork.  Frames and slots are released, and nothing stale is read back.
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace uvmrt::testing {
+namespace {
+
+struct Fixture {
+  size_t budget = test_budget();
+  std::unique_ptr<Runtime> rt = make_runtime(test_options(budget));
+  size_t bytes = 4 * budget;
+  uint64_t npages = bytes / kPage;
+  char* base = static_cast<char*>(*rt->Map(bytes));
+
+  void write_all(uint64_t gen) {
+    for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
+  }
+};
+
+void discard_and_check(int advice) {
+  Fixture f;
+  f.write_all(1);  // the first pages are in swap now, the last ones resident
+  const Stats before = f.rt->GetStats();
+  ASSERT_GT(before.swpginuse, 0);
+  // Discard a run in swap and a run that is resident.
+  const uint64_t swapped = 8, resident = f.npages - 40, n = 16;
+  ASSERT_EQ(madvise(f.base + swapped * kPage, n * kPage, advice), 0);
+  ASSERT_EQ(madvise(f.base + resident * kPage, n * kPage, advice), 0);
+  // Read the discarded pages at once (the stale-MINOR-fault pitfall).
+  for (uint64_t p = 0; p < n; p++) {
+    ASSERT_TRUE(page_is_zero(f.base + (resident + p) * kPage)) << "resident page " << p;
+    ASSERT_TRUE(page_is_zero(f.base + (swapped + p) * kPage)) << "swapped page " << p;
+  }
+  // Neighbours keep their data, through another round of eviction.
+  for (int round = 0; round < 2; round++) {
+    for (uint64_t p = 0; p < f.npages; p++) {
+      const bool gone = (p >= swapped && p < swapped + n) || (p >= resident && p < resident + n);
+      if (gone) {
+        ASSERT_TRUE(page_is_zero(f.base + p * kPage)) << "page " << p << " round " << round;
+      } else {
+        ASSERT_EQ(check_page(f.base + p * kPage, p, 1), -1) << "page " << p << " round " << round;
+      }
+    }
+  }
+  ASSERT_TRUE(f.rt->Unmap(f.base).ok());
+  const Stats after = f.rt->GetStats();
+  EXPECT_EQ(after.swpginuse, 0);
+  EXPECT_EQ(after.swpgonly, 0);
+  EXPECT_EQ(after.free, after.npages);
+  EXPECT_EQ(f.rt->KernelResidentBytes(), 0);
+}
+
+TEST(RegionEvents, DontneedReadsZeroNeighboursKeepData) {
+  discard_and_check(MADV_DONTNEED);
+}
+
+TEST(RegionEvents, RemoveReadsZeroNeighboursKeepData) {
+  discard_and_check(MADV_REMOVE);
+}
+
+TEST(RegionEvents, DontneedReleasesSlotsAndFrames) {
+  Fixture f;
+  f.write_all(1);
+  const Stats before = f.rt->GetStats();
+  ASSERT_EQ(madvise(f.base, f.bytes, MADV_DONTNEED), 0);
+  for (uint64_t p = 0; p < f.npages; p += 97) ASSERT_TRUE(page_is_zero(f.base + p * kPage));
+  const Stats after = f.rt->GetStats();
+  EXPECT_LT(after.swpginuse, before.swpginuse / 4);
+  EXPECT_EQ(after.swpgonly, 0);
+  EXPECT_LE(f.rt->KernelResidentBytes(), static_cast<int64_t>(f.npages / 97 + 1) * 4096);
+}
+
+// What allocators do: free (MADV_DONTNEED) and reuse, over and over, with
+// eviction between; every reuse must read zeros, never an old generation.
+TEST(RegionEvents, RepeatedDiscardAndReuse) {
+  Fixture f;
+  const uint64_t run = 256;
+  for (int gen = 1; gen <= 4; gen++) {
+    for (uint64_t start = 0; start + run <= f.npages; start += run) {
+      for (uint64_t p = start; p < start + run; p++) {
+        ASSERT_TRUE(page_is_zero(f.base + p * kPage)) << "gen " << gen << " page " << p;
+        fill_page(f.base + p * kPage, p, gen);
+      }
+    }
+    for (uint64_t p = 0; p < (f.npages / run) * run; p++) {
+      ASSERT_EQ(check_page(f.base + p * kPage, p, gen), -1) << "gen " << gen << " page " << p;
+    }
+    ASSERT_EQ(madvise(f.base, f.bytes, MADV_DONTNEED), 0);
+  }
+}
+
+TEST(RegionEvents, MunmapOfPartReleasesIt) {
+  Fixture f;
+  f.write_all(2);
+  const Stats before = f.rt->GetStats();
+  const uint64_t first = f.npages / 4, n = f.npages / 2;
+  ASSERT_EQ(munmap(f.base + first * kPage, n * kPage), 0);
+  // munmap returns once the runtime has read the event, not handled it.
+  Stats mid = f.rt->GetStats();
+  for (int i = 0; i < 500 && mid.swpginuse >= before.swpginuse; i++) {
+    usleep(10000);
+    mid = f.rt->GetStats();
+  }
+  EXPECT_LT(mid.swpginuse, before.swpginuse);
+  for (uint64_t p = 0; p < f.npages; p++) {
+    if (p >= first && p < first + n) continue;
+    ASSERT_EQ(check_page(f.base + p * kPage, p, 2), -1) << "page " << p;
+  }
+  // A new mapping may take the freed addresses; it must not be disturbed.
+  char* other = static_cast<char*>(*f.rt->Map(n * kPage));
+  for (uint64_t p = 0; p < n; p++) fill_page(other + p * kPage, 900000 + p, 1);
+  ASSERT_TRUE(f.rt->Unmap(f.base).ok());
+  for (uint64_t p = 0; p < n; p++) {
+    ASSERT_EQ(check_page(other + p * kPage, 900000 + p, 1), -1) << "page " << p;
+  }
+  ASSERT_TRUE(f.rt->Unmap(other).ok());
+  const Stats after = f.rt->GetStats();
+  EXPECT_EQ(after.swpginuse, 0);
+  EXPECT_EQ(after.regions, 0);
+  EXPECT_EQ(after.free, after.npages);
+}
+
+TEST(RegionEvents, MunmapOfWholeRegionDetachesIt) {
+  Fixture f;
+  f.write_all(3);
+  ASSERT_EQ(munmap(f.base, f.bytes), 0);
+  // munmap returns once the runtime has read the event, not handled it.
+  Stats s = f.rt->GetStats();
+  for (int i = 0; i < 500 && s.regions != 0; i++) {
+    usleep(10000);
+    s = f.rt->GetStats();
+  }
+  EXPECT_EQ(s.regions, 0);
+  EXPECT_EQ(s.swpginuse, 0);
+  EXPECT_EQ(s.free, s.npages);
+  EXPECT_EQ(s.mapped_bytes, 0);
+  EXPECT_FALSE(f.rt->Unmap(f.base).ok());  // already gone
+}
+
+TEST(RegionEvents, MremapMovesWholeRegion) {
+  Fixture f;
+  f.write_all(4);
+  // Reserve a destination, then move the region there.
+  void* dst = mmap(nullptr, f.bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(dst, MAP_FAILED);
+  void* moved = mremap(f.base, f.bytes, f.bytes, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+  ASSERT_EQ(moved, dst);
+  char* nb = static_cast<char*>(moved);
+  for (int round = 0; round < 2; round++) {
+    for (uint64_t p = 0; p < f.npages; p++) {
+      ASSERT_EQ(check_page(nb + p * kPage, p, 4 + round), -1) << "page " << p;
+      fill_page(nb + p * kPage, p, 5 + round);
+    }
+  }
+  EXPECT_FALSE(f.rt->Unmap(f.base).ok());
+  ASSERT_TRUE(f.rt->Unmap(nb).ok());
+  EXPECT_EQ(f.rt->GetStats().swpginuse, 0);
+}
+
+TEST(RegionEvents, ForkedChildFailsLoudly) {
+  Fixture f;
+  f.write_all(6);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The region is not inherited: touching it must fault, never read zeros.
+    volatile char c = f.base[f.bytes - 1];
+    (void)c;
+    _exit(0);  // reached only if the child could read the region
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the child read the region";
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
+  // The parent is unaffected.
+  for (uint64_t p = 0; p < f.npages; p++) ASSERT_EQ(check_page(f.base + p * kPage, p, 6), -1);
+}
+
+}  // namespace
+}  // namespace uvmrt::testing
