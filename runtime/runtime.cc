@@ -22,6 +22,7 @@
 #include "uvm/uvm.h"
 #include "uvm/uvm_lock.h"
 #include "uvm/uvm_upmap.h"
+#include "uvm/uvmexp_shm.h"
 
 namespace uvmrt {
 
@@ -42,6 +43,7 @@ class RuntimeImpl {
     uvm::fault_access access = uvm::FAULT_READ;
   };
 
+  std::unique_ptr<uvm::UvmexpChannel> stats;
   std::unique_ptr<uvm::UffdPmap> pmap;
   std::unique_ptr<io::SwapDev> dev;
   std::unique_ptr<uvm::Uvm> uvm;
@@ -105,7 +107,8 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   params.npages = o.budget_bytes >> PAGE_SHIFT;
   params.cluster_pages = o.cluster_pages;
   params.overcommit = o.overcommit;
-  uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get());
+  stats = uvm::UvmexpChannel::Create();
+  uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get(), stats->exp());
 
   stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopfd < 0) return absl::InternalError("uvmrt: eventfd failed");

@@ -72,8 +72,10 @@ struct swapio {
 
 class Uvm {
  public:
-  // `pmap` and `dev` outlive the Uvm.
-  Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev);
+  // `pmap` and `dev` outlive the Uvm.  `stats`, if given, is where the
+  // counters live (a shared-memory page that uvmstat reads); it outlives the
+  // Uvm too.
+  Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev, uvmexp_t* stats = nullptr);
   ~Uvm();
   Uvm(const Uvm&) = delete;
   Uvm& operator=(const Uvm&) = delete;
@@ -290,7 +292,8 @@ class Uvm {
   Pmap* const pmap_;
   io::SwapDev* const dev_;
   std::unique_ptr<vm_page[]> frames_;
-  uvmexp_t uvmexp_;
+  std::unique_ptr<uvmexp_t> own_uvmexp_;
+  uvmexp_t& uvmexp_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> aiodone_stopping_{false};
 

@@ -50,8 +50,13 @@ void uvmexp_t::snapshot(uvmrt_stats* o) const {
 #undef UVMEXP_COPY
 }
 
-Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev)
-    : params_(params), pmap_(pmap), dev_(dev), frames_(new vm_page[params.npages]) {
+Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev, uvmexp_t* stats)
+    : params_(params),
+      pmap_(pmap),
+      dev_(dev),
+      frames_(new vm_page[params.npages]),
+      own_uvmexp_(stats == nullptr ? std::make_unique<uvmexp_t>() : nullptr),
+      uvmexp_(stats != nullptr ? *stats : *own_uvmexp_) {
   uvmexp_.npages = static_cast<int64_t>(params.npages);
   {
     MutexLock l(&fpageqlock_);

@@ -65,6 +65,10 @@ class Runtime {
   // the kernel's own count of resident frames.
   int64_t KernelResidentBytes() const;
 
+  // The shared-memory file where the counters are published for uvmstat
+  // (/dev/shm/uvmrt.<pid>.<n>), or "" if they could not be.
+  std::string StatsPath() const;
+
  private:
   friend class internal::RuntimeAccess;
   explicit Runtime(std::unique_ptr<RuntimeImpl> impl);
