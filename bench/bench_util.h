@@ -27,7 +27,7 @@
 #include <vector>
 
 #ifdef UVMBENCH_HAVE_UVMRT
-#include "uvmrt/uvmrt.h"
+#include "uvmrt/runtime.h"
 #endif
 
 namespace uvmbench {
@@ -404,19 +404,22 @@ inline Percentiles Summarize(std::vector<double>& v) {
 }
 
 #ifdef UVMBENCH_HAVE_UVMRT
-// The uvmrt_stats fields: X(name) for event counters, reported as deltas over
+// The uvmrt::Stats fields: X(name) for event counters, reported as deltas over
 // a phase, and G(name) for gauges, reported as the value at its end.
-#define UVMBENCH_STATS_FIELDS(X, G)                                                               \
-  G(pagesize)                                                                                     \
-  G(npages) G(free) G(active) G(inactive) G(paging) G(wired) G(freemin) G(freetarg) G(inactarg)   \
-      G(wiredmax) G(swpages) G(swpginuse) G(swpgonly) G(swpgbad) X(pdwoke) X(pdrevs) X(pdscans)   \
-          X(pdfreed) X(pdreact) X(pdbusy) X(pdpageouts) X(pdpending) X(pddeact) X(pdreacts_dirty) \
-              X(pgswapin) X(pgswapout) X(swapouterr) X(swapinerr) X(faults) X(flt_zfill)          \
-                  X(flt_swapin) X(flt_react) X(flt_wp) X(flt_busywait) X(flt_uvmwait)             \
-                      G(mapped_bytes) G(regions)
+// clang-format off
+#define UVMBENCH_STATS_FIELDS(X, G)                                              \
+  G(pagesize) G(npages) G(free) G(active) G(inactive) G(paging) G(wired)        \
+  G(freemin) G(freetarg) G(inactarg) G(wiredmax)                                \
+  G(swpages) G(swpginuse) G(swpgonly) G(swpgbad)                                \
+  X(pdwoke) X(pdrevs) X(pdscans) X(pdfreed) X(pdreact) X(pdbusy)                \
+  X(pdpageouts) X(pdpending) X(pddeact) X(pdreacts_dirty)                       \
+  X(pgswapin) X(pgswapout) X(swapouterr) X(swapinerr)                           \
+  X(faults) X(flt_zfill) X(flt_swapin) X(flt_react) X(flt_wp) X(flt_busywait)   \
+  X(flt_uvmwait) G(mapped_bytes) G(regions)
+// clang-format on
 
-// Counter deltas and end-of-phase gauges of two uvmrt_stats snapshots.
-inline std::string StatsDeltaJson(const uvmrt_stats& before, const uvmrt_stats& after) {
+// Counter deltas and end-of-phase gauges of two uvmrt::Stats snapshots.
+inline std::string StatsDeltaJson(const uvmrt::Stats& before, const uvmrt::Stats& after) {
   JsonLine j;
 #define UVMBENCH_X(f) j.Add(#f, static_cast<int64_t>(after.f - before.f));
 #define UVMBENCH_G(f) j.Add(#f, static_cast<int64_t>(after.f));

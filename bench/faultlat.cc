@@ -13,17 +13,19 @@
 //   zero-fill       uvmrt: first write to a never-touched page while free
 //                   frames are plentiful (the first B/2 of the region).
 //                   Counts when faults and flt_zfill each rose by one.
-//   swap-in         uvmrt: read of a page whose only copy is in swap.  The
-//                   region (region-mult x B) is written in full first, then
-//                   read in random order.  Counts when flt_swapin rose by one.
-//   reactivation    uvmrt: read of a resident page that the page daemon had
-//                   unmapped (deactivated); taken from the same random pass.
-//                   Counts when flt_react rose by one.
+//   swap-in         uvmrt: read of a page that is not resident and is read
+//                   back from the swap file.  The region (region-mult x B)
+//                   is written in full first, then read in random order (see
+//                   Sampler).  Counts when faults and flt_swapin rose by one.
+//   reactivation    uvmrt: read of a page that is resident but that the page
+//                   daemon had unmapped (deactivated), mostly from stage 2 of
+//                   Sampler.  Counts when faults and flt_react rose by one.
 //   kernel-swap-in  plain, run in a memory cgroup limited to B with swap on:
-//                   the same write-all then random-read pass; counts reads
-//                   that took one major fault (getrusage ru_majflt).
-//   kernel-minor    the same pass: reads that took a minor fault only (page
-//                   still in the swap cache or otherwise resident).
+//                   the same write-all then random reads; counts reads that
+//                   took one major fault (getrusage ru_majflt).
+//   kernel-minor    the same reads: those that took one minor fault and no
+//                   major one (page found in the swap cache, or unmapped by
+//                   reclaim but still resident).
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -144,36 +146,46 @@ void Native(uint64_t samples) {
   PrintCase("plain", "native", us, t.Str());
 }
 
-// The write-all then random-read pass shared by the swap cases.  `classify`
-// runs around each timed read and returns the case it belongs to ("" to
-// drop the sample); it stops when `done` says so.
-template <class Before, class Classify, class Done>
-std::map<std::string, uint64_t> RandomReadPass(char* base, uint64_t npages, uint64_t max_touches,
-                                               uint64_t seed,
-                                               std::map<std::string, std::vector<double>>& out,
-                                               Before before, Classify classify, Done done) {
+// Timed reads for the swap cases, after the whole region was written once.
+// Stage 1 reads every page once in random order: pages written long ago have
+// only their swap copy.  Stage 2 reads uniformly at random, with repeats,
+// from a window of 1.5 x B pages: there pages are often still resident, and
+// some of them have been unmapped by the pager.  `classify` runs after each
+// timed read and names the case the read belongs to ("nofault", a case, or ""
+// for none).  Stage 1 ends when `stage1_done` says so, stage 2 when
+// `stage2_done` does; each stage reads at most one page per page of region.
+struct Sampler {
+  char* base;
+  uint64_t npages;
+  uint64_t window;
+  uint64_t seed;
+  std::map<std::string, std::vector<double>> out;
   std::map<std::string, uint64_t> counts;
-  Rng rng(seed);
-  std::vector<uint64_t> order(npages);
-  for (uint64_t i = 0; i < npages; ++i) order[i] = i;
-  uint64_t touches = 0;
-  while (touches < max_touches && !done()) {
-    for (uint64_t i = npages; i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
-    for (uint64_t k = 0; k < npages && touches < max_touches && !done(); ++k, ++touches) {
-      uint64_t idx = order[k];
-      auto* p = reinterpret_cast<uint64_t*>(base + idx * kPage);
-      before();
-      uint64_t v;
-      int64_t ns = TimedRead(p, &v);
-      std::string c = classify();
-      counts[c.empty() ? "other" : c]++;
-      if (!c.empty()) out[c].push_back(static_cast<double>(ns) / 1000.0);
-      if (CheckPage(p, kWords, idx, 1) != -1) Mismatch("random read", idx, p, 1);
-    }
+
+  template <class Before, class Classify>
+  void Read(uint64_t idx, Before& before, Classify& classify) {
+    auto* p = reinterpret_cast<uint64_t*>(base + idx * kPage);
+    before();
+    uint64_t v;
+    int64_t ns = TimedRead(p, &v);
+    std::string c = classify();
+    counts[c.empty() ? "other" : c]++;
+    counts["total"]++;
+    if (!c.empty()) out[c].push_back(static_cast<double>(ns) / 1000.0);
+    if (CheckPage(p, kWords, idx, 1) != -1) Mismatch("random read", idx, p, 1);
   }
-  counts["total"] = touches;
-  return counts;
-}
+
+  template <class Before, class Classify, class Done1, class Done2>
+  void Run(Before before, Classify classify, Done1 stage1_done, Done2 stage2_done) {
+    Rng rng(seed);
+    std::vector<uint64_t> order(npages);
+    for (uint64_t i = 0; i < npages; ++i) order[i] = i;
+    for (uint64_t i = npages; i > 1; --i) std::swap(order[i - 1], order[rng.Below(i)]);
+    for (uint64_t k = 0; k < npages && !stage1_done(); ++k) Read(order[k], before, classify);
+    for (uint64_t k = 0; k < npages && !stage2_done(); ++k)
+      Read(rng.Below(window), before, classify);
+  }
+};
 
 std::string CountsJson(const std::map<std::string, uint64_t>& m) {
   JsonLine j;
@@ -197,7 +209,7 @@ void PlainSwap(const std::vector<std::string>& cases, uint64_t budget, double mu
   for (uint64_t i = 0; i < npages; ++i)
     FillPage(reinterpret_cast<uint64_t*>(base + i * kPage), kWords, i, 1);
 
-  std::map<std::string, std::vector<double>> out;
+  Sampler sm{base, npages, std::min<uint64_t>(npages, budget / kPage * 3 / 2), seed, {}, {}};
   struct rusage r0;
   auto before = [&] { getrusage(RUSAGE_THREAD, &r0); };
   auto classify = [&]() -> std::string {
@@ -209,14 +221,12 @@ void PlainSwap(const std::vector<std::string>& cases, uint64_t budget, double mu
     if (maj == 0 && min == 1) return "kernel-minor";
     return "";
   };
-  auto done = [&] {
-    return out["kernel-swap-in"].size() >= samples && out["kernel-minor"].size() >= samples;
-  };
-  auto counts = RandomReadPass(base, npages, 2 * npages, seed, out, before, classify, done);
-  out.erase("nofault");
-  std::string cj = CountsJson(counts);
+  sm.Run(
+      before, classify, [&] { return sm.out["kernel-swap-in"].size() >= samples; },
+      [&] { return sm.out["kernel-minor"].size() >= samples; });
+  std::string cj = CountsJson(sm.counts);
   for (const char* c : {"kernel-swap-in", "kernel-minor"}) {
-    if (Wants(cases, c)) PrintCase("plain", c, out[c], cj);
+    if (Wants(cases, c)) PrintCase("plain", c, sm.out[c], cj);
   }
   munmap(m, bytes);
 }
@@ -239,9 +249,9 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
   std::map<std::string, uint64_t> zcounts;
   for (uint64_t i = 0; i < zf; ++i) {
     auto* p = reinterpret_cast<uint64_t*>(base + i * kPage);
-    uvmrt_stats s0 = r.GetStats();
+    uvmrt::Stats s0 = r.GetStats();
     int64_t ns = TimedWrite(p, ExpectedWord(i, 1, 0));
-    uvmrt_stats s1 = r.GetStats();
+    uvmrt::Stats s1 = r.GetStats();
     if (s1.faults - s0.faults == 1 && s1.flt_zfill - s0.flt_zfill == 1) {
       zus.push_back(static_cast<double>(ns) / 1000.0);
       zcounts["zero-fill"]++;
@@ -262,11 +272,12 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
     for (uint64_t i = zf; i < npages; ++i)
       FillPage(reinterpret_cast<uint64_t*>(base + i * kPage), kWords, i, 1);
     usleep(200 * 1000);  // let the page daemon finish its pass
-    std::map<std::string, std::vector<double>> out;
-    uvmrt_stats s0{};
+    Sampler sm{base, npages, std::min<uint64_t>(npages, o.budget_bytes / kPage * 3 / 2),
+               seed, {},     {}};
+    uvmrt::Stats s0{};
     auto before = [&] { s0 = r.GetStats(); };
     auto classify = [&]() -> std::string {
-      uvmrt_stats s1 = r.GetStats();
+      uvmrt::Stats s1 = r.GetStats();
       int64_t f = s1.faults - s0.faults;
       if (f == 0) return "nofault";
       if (f != 1) return "";
@@ -274,13 +285,12 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
       if (s1.flt_react - s0.flt_react == 1) return "reactivation";
       return "";
     };
-    auto done = [&] {
-      return out["swap-in"].size() >= samples && out["reactivation"].size() >= samples;
-    };
-    auto counts = RandomReadPass(base, npages, 2 * npages, seed, out, before, classify, done);
-    std::string cj = CountsJson(counts);
+    sm.Run(
+        before, classify, [&] { return sm.out["swap-in"].size() >= samples; },
+        [&] { return sm.out["reactivation"].size() >= samples; });
+    std::string cj = CountsJson(sm.counts);
     for (const char* c : {"swap-in", "reactivation"}) {
-      if (Wants(cases, c)) PrintCase("uvmrt", c, out[c], cj);
+      if (Wants(cases, c)) PrintCase("uvmrt", c, sm.out[c], cj);
     }
   }
   absl::Status st = r.Unmap(base, bytes);
