@@ -78,7 +78,10 @@ TEST(Syscalls, ReadIntoNeverTouchedMemory) {
   ASSERT_EQ(pwrite(in.fd(), buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
   ASSERT_EQ(pread(in.fd(), base, buf.size(), 0), static_cast<ssize_t>(buf.size()));
   for (size_t p = 0; p < 16; p++) ASSERT_EQ(check_page(base + p * kPage, p, 5), -1);
-  EXPECT_GE(rt->GetStats().flt_zfill, 16);
+  const Stats s = rt->GetStats();
+  // The 16 pages, and at most one fault-around run past them.
+  EXPECT_GE(s.flt_zfill + s.flt_around, 16);
+  EXPECT_LE(s.flt_zfill + s.flt_around, 16 + 31);
 }
 
 }  // namespace

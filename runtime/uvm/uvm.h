@@ -45,6 +45,12 @@ enum pager_result { VM_PAGER_OK = 0, VM_PAGER_PEND, VM_PAGER_AGAIN, VM_PAGER_ERR
 // UVMPD_NUMDIRTYREACTS: dirty pages reactivated per pass when swap is full.
 inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
 
+// Fault-around: the most pages one fault brings in after the faulting one
+// (UVM's nforw), with sequential advice, and with normal advice on
+// sequential access.
+inline constexpr uint64_t kMaxFaultAhead = 31;
+inline constexpr uint64_t kNormalFaultAhead = 15;
+
 // Fault access kinds handed to uvm_fault.
 enum fault_access { FAULT_READ, FAULT_WRITE, FAULT_WP };
 
@@ -231,6 +237,9 @@ class Uvm {
   // uvm_swap_get: reads the page's slot into its frame.
   // => caller holds no lock; pg is PG_BUSY and owned by the caller.
   absl::Status uvm_swap_get(vm_page* pg, int slot);
+  // Reads slots slot..slot+n-1 into the frames of pgs[0..n) in one I/O.
+  // => caller holds no lock; the pages are PG_BUSY and owned by the caller.
+  absl::Status uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot);
 
   // uvm_swap_dropcluster: finishes a cluster (seed 000).  On success marks
   // the pages clean; on error resets each page's slot.  Un-busies the pages.
@@ -281,6 +290,7 @@ class Uvm {
   std::vector<std::shared_ptr<Region>> regions_overlapping(uintptr_t start, uintptr_t end)
       ABSL_LOCKS_EXCLUDED(maplock_);
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
+  uint64_t fault_ahead(const Region& r, uint64_t idx) const;
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
   fault_outcome uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
                                  absl::Status* st);

@@ -61,6 +61,14 @@ class Region : public std::enable_shared_from_this<Region> {
 
   bool dead() const { return dead_.load(std::memory_order_acquire); }
 
+  // Access advice (UVM's uvm_advice, as madvise): how far faults look ahead.
+  enum advice { ADV_NORMAL = 0, ADV_RANDOM = 1, ADV_SEQUENTIAL = 2 };
+  advice get_advice() const { return static_cast<advice>(advice_.load(std::memory_order_relaxed)); }
+  void set_advice(advice a) { advice_.store(a, std::memory_order_relaxed); }
+  // The last page a fault brought in: the sequential-access detector.
+  uint64_t last_fault() const { return last_fault_.load(std::memory_order_relaxed); }
+  void set_last_fault(uint64_t idx) { last_fault_.store(idx, std::memory_order_relaxed); }
+
   // Pages the application unmapped (munmap, or mremap away) while the region
   // lives: [first, first + n).  They have no frame and no slot, and the
   // region's view there is gone.
@@ -82,6 +90,8 @@ class Region : public std::enable_shared_from_this<Region> {
   uint64_t pgoff_;
   std::unique_ptr<Chunk[]> chunks_;
   std::atomic<bool> dead_{false};
+  std::atomic<int> advice_{ADV_NORMAL};
+  std::atomic<uint64_t> last_fault_{UINT64_MAX - 1};
   Mutex hole_lock_;
   std::vector<std::pair<uint64_t, uint64_t>> holes_ ABSL_GUARDED_BY(hole_lock_);
 };

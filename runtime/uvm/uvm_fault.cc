@@ -5,10 +5,27 @@
 // fault ends with the page mapped, its threads woken to retry, or poisoned.
 #include <sched.h>
 
+#include <algorithm>
+
 #include "runtime/log.h"
 #include "uvm/uvm.h"
 
 namespace uvmrt::uvm {
+
+uint64_t Uvm::fault_ahead(const Region& r, uint64_t idx) const {
+  switch (r.get_advice()) {
+    case Region::ADV_RANDOM:
+      return 0;
+    case Region::ADV_SEQUENTIAL:
+      return kMaxFaultAhead;
+    case Region::ADV_NORMAL:
+      break;
+  }
+  // Normal: look ahead only when this fault follows the last one closely,
+  // as a sequential reader's (or several interleaved readers') would.
+  const uint64_t last = r.last_fault();
+  return (idx > last && idx - last <= 8) ? kNormalFaultAhead : 0;
+}
 
 namespace {
 absl::Status kWouldBlock() {
@@ -123,19 +140,48 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     e.frame = frame_index(pg);
     pg->setbits(PQ_SWAPBACKED);
 
-    if (e.swslot == 0) {
+    // Fault-around (UVM's nforw): on sequential access, the following pages
+    // of the chunk in the same state come in with this one, so one fault
+    // serves a run.  They take free frames only; none is waited for.
+    vm_page* run[kMaxFaultAhead + 1];
+    run[0] = pg;
+    uint64_t n = 1;
+    const uint64_t ahead = fault_ahead(r, idx);
+    const uint32_t slot0 = e.swslot;
+    const uint64_t chunk_end = std::min(r.npages(), (idx | kChunkMask) + 1);
+    while (n <= ahead && idx + n < chunk_end) {
+      pgent& ne = c.ent[(idx + n) & kChunkMask];
+      if (ne.frame != kNoFrame) break;
+      if (slot0 == 0 ? ne.swslot != 0 : ne.swslot != slot0 + n) break;
+      vm_page* npg = uvm_pagealloc(&r, idx + n);
+      if (npg == nullptr) break;
+      ne.frame = frame_index(npg);
+      npg->setbits(PQ_SWAPBACKED);
+      run[n++] = npg;
+    }
+    r.set_last_fault(idx + n - 1);
+
+    if (slot0 == 0) {
       // Zero-fill on first touch (or after the page was discarded).
       // Counters and queues are updated before the mapping call, which wakes
       // the faulting thread.
       inc(uvmexp_.flt_zfill);
-      pg->setbits(PG_PMAP_REF);
-      pageactivate(pg);
-      absl::Status st = pmap_->zerofill(r, idx);
+      inc(uvmexp_.flt_around, static_cast<int64_t>(n - 1));
+      for (uint64_t i = 0; i < n; i++) {
+        run[i]->setbits(PG_PMAP_REF);
+        pageactivate(run[i]);
+      }
+      uint64_t done = 0;
+      absl::Status st = pmap_->zerofill_run(r, idx, n, &done);
+      if (absl::IsUnavailable(st)) done = 0;
+      // Pages not filled give their frames back.
+      for (uint64_t i = done; i < n; i++) {
+        c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
+        uvm_pagefree(run[i]);
+      }
+      dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max<uint64_t>(done, 1)));
       if (absl::IsUnavailable(st)) {
-        // Nothing was allocated: give the frame back and retry.
         dec(uvmexp_.flt_zfill);
-        e.frame = kNoFrame;
-        uvm_pagefree(pg);
         if (nowait) return kWouldBlock();
         retry_later(c);
         continue;
@@ -143,22 +189,34 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       return st;
     }
 
-    // Swap-in: the frame is busy while the slot is read into it, so other
-    // faults on the page wait, and the daemon and detach leave it alone.
-    const int slot = static_cast<int>(e.swslot);
-    pg->setbits(PG_BUSY);
+    // Swap-in: the frames are busy while the slots are read into them, so
+    // other faults on the pages wait, and the daemon and detach leave them
+    // alone.  Slots written by one cluster come back in one read.
+    for (uint64_t i = 0; i < n; i++) run[i]->setbits(PG_BUSY);
     c.vmobjlock.Unlock();
-    absl::Status st = uvm_swap_get(pg, slot);
+    absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
     c.vmobjlock.Lock();
-    uvm_page_unbusy(c, pg);
-    if (r.dead()) {
-      // Detached meanwhile; uao_detach frees the frame.
-      pmap_->wake(r, idx);
-      return absl::OkStatus();
+    uint64_t good = 0;  // the run's pages that end up resident
+    bool released = false;
+    for (uint64_t i = 0; i < n; i++) {
+      vm_page* p = run[i];
+      uvm_page_unbusy(c, p);
+      if (r.dead()) continue;  // detached meanwhile; uao_detach frees the frames
+      if ((p->flags() & PG_RELEASED) || !st.ok() || released) {
+        // Discarded by the application meanwhile (it reads zero now), or
+        // not read: give the frame back.  A failed read keeps its slot.
+        if (p->flags() & PG_RELEASED) {
+          uvm_page_release(c, p);
+        } else {
+          c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
+          uvm_pagefree(p);
+        }
+        if (i == 0) released = true;
+        continue;
+      }
+      good++;
     }
-    if (pg->flags() & PG_RELEASED) {
-      // Discarded by the application meanwhile: the page reads zero now.
-      uvm_page_release(c, pg);
+    if (r.dead()) {
       pmap_->wake(r, idx);
       return absl::OkStatus();
     }
@@ -167,25 +225,37 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       // kernel does for a swap-in read error, and its data stays in the slot.
       inc(uvmexp_.swapinerr);
       logger()->error("uvmrt: swap-in of slot {} failed ({}); the touching thread gets SIGBUS",
-                      slot, st.ToString());
-      e.frame = kNoFrame;
-      uvm_pagefree(pg);
+                      slot0, st.ToString());
       absl::Status pst = pmap_->poison(r, idx);
       if (!pst.ok()) pmap_->wake(r, idx);
       return st;
     }
-    dec(uvmexp_.swpgonly);
-    inc(uvmexp_.pgswapin);
+    if (released) {
+      pmap_->wake(r, idx);
+      return absl::OkStatus();
+    }
+    dec(uvmexp_.swpgonly, static_cast<int64_t>(good));
+    inc(uvmexp_.pgswapin, static_cast<int64_t>(good));
     inc(uvmexp_.flt_swapin);
-    // The page matches its slot until it is written.
-    if (!write) pg->setbits(PG_CLEAN);
-    pg->setbits(PG_PMAP_REF);
-    pageactivate(pg);
-    const bool wp = !write && pmap_->tracks_modify();
-    if (!write && !pmap_->tracks_modify()) pg->clearbits(PG_CLEAN);
-    absl::Status mst = pmap_->enter(r, idx, wp);
+    inc(uvmexp_.flt_around, static_cast<int64_t>(good - 1));
+    // The pages match their slots until written; the faulting page is dirty
+    // at once if this is a write.
+    const bool track = pmap_->tracks_modify();
+    for (uint64_t i = 0; i < good; i++) {
+      if (track) run[i]->setbits(PG_CLEAN);
+      run[i]->setbits(PG_PMAP_REF);
+      pageactivate(run[i]);
+    }
+    absl::Status mst;
+    if (write) {
+      run[0]->clearbits(PG_CLEAN);
+      mst = pmap_->enter(r, idx, false);
+      if (mst.ok() && good > 1) mst = pmap_->enter_run(r, idx + 1, good - 1, track);
+    } else {
+      mst = pmap_->enter_run(r, idx, good, track);
+    }
     if (absl::IsUnavailable(mst)) {
-      // The page is resident and consistent; map it on the next round.
+      // The pages are resident and consistent; map them on the next round.
       retry_later(c);
       continue;
     }

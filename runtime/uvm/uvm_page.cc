@@ -42,6 +42,7 @@ void uvmexp_t::snapshot(uvmrt_stats* o) const {
   UVMEXP_COPY(flt_zfill);
   UVMEXP_COPY(flt_swapin);
   UVMEXP_COPY(flt_react);
+  UVMEXP_COPY(flt_around);
   UVMEXP_COPY(flt_wp);
   UVMEXP_COPY(flt_busywait);
   UVMEXP_COPY(flt_uvmwait);

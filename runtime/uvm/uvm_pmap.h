@@ -52,6 +52,27 @@ class Pmap {
   // => caller holds the owner lock.
   virtual absl::Status zerofill(const Region& r, uint64_t idx) = 0;
 
+  // enter() and zerofill() for the run [idx, idx+n) (fault-around): one
+  // call where the pmap can.  zerofill_run sets *done to the pages it
+  // filled, a prefix of the run, and fails only if it filled none.
+  // => caller holds the owner lock of every page in the run.
+  virtual absl::Status enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp) {
+    for (uint64_t i = 0; i < n; i++) {
+      absl::Status st = enter(r, idx + i, wp);
+      if (!st.ok()) return st;
+    }
+    return absl::OkStatus();
+  }
+  virtual absl::Status zerofill_run(const Region& r, uint64_t idx, uint64_t n, uint64_t* done) {
+    *done = 0;
+    for (uint64_t i = 0; i < n; i++) {
+      absl::Status st = zerofill(r, idx + i);
+      if (!st.ok()) return i == 0 ? st : absl::OkStatus();
+      *done = i + 1;
+    }
+    return absl::OkStatus();
+  }
+
   // pmap_page_protect(PROT_NONE) on [idx, idx+n): the pages stay resident
   // in the backing object.  A later touch takes a fault (the reference bit).
   // => caller holds the owner lock of every page in the range.

@@ -152,6 +152,15 @@ absl::Status Uvm::uvm_swap_get(vm_page* pg, int slot) {
   return dev_->Read(static_cast<uint64_t>(slot), &iov, 1);
 }
 
+absl::Status Uvm::uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot) {
+  iovec iov[kMaxFaultAhead + 1];
+  for (uint64_t i = 0; i < n; i++) {
+    iov[i].iov_base = pmap_->direct(*pgs[i]->uobject, pgs[i]->offset);
+    iov[i].iov_len = PAGE_SIZE;
+  }
+  return dev_->Read(static_cast<uint64_t>(slot), iov, static_cast<int>(n));
+}
+
 int Uvm::uvm_swap_dropcluster(vm_page** pgs, int npages, int error) {
   int slot = -1;
   for (int i = 0; i < npages; i++) {

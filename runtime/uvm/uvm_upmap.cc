@@ -241,42 +241,73 @@ bool UffdPmap::consume_self_remove(uint64_t start, uint64_t end) {
 }
 
 absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
+  return enter_run(r, idx, 1, wp);
+}
+
+absl::Status UffdPmap::enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp) {
   uffdio_continue c{};
   c.range.start = r.addr(idx);
-  c.range.len = PAGE_SIZE;
+  c.range.len = n << PAGE_SHIFT;
   c.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0;
-  for (;;) {
-    if (ioctl(uffd_, UFFDIO_CONTINUE, &c) == 0) return absl::OkStatus();
-    const int e = errno;
-    if (e == EAGAIN) return kMmapChanging();
-    if (e == EEXIST) {
-      // Already mapped (a racing fault): only wake the threads.
-      wake(r, idx);
-      return absl::OkStatus();
-    }
-    wake(r, idx);
-    if (r.dead()) return absl::OkStatus();
-    return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
+  if (ioctl(uffd_, UFFDIO_CONTINUE, &c) == 0) return absl::OkStatus();
+  const int e = errno;
+  if (e == EAGAIN) {
+    if (c.mapped <= 0) return kMmapChanging();
+    // Part of the run is mapped (and its threads woken); the rest is mapped
+    // on a later fault.
+    return absl::OkStatus();
   }
+  if (e == EEXIST) {
+    // Part of the run was mapped already (a racing fault): map page by page,
+    // skipping those, and wake the threads.
+    for (uint64_t i = 0; i < n; i++) {
+      uffdio_continue one{};
+      one.range.start = r.addr(idx + i);
+      one.range.len = PAGE_SIZE;
+      one.mode = c.mode;
+      if (ioctl(uffd_, UFFDIO_CONTINUE, &one) != 0 && errno == EAGAIN && i == 0) {
+        return kMmapChanging();
+      }
+    }
+    uffdio_range range{r.addr(idx), n << PAGE_SHIFT};
+    ioctl(uffd_, UFFDIO_WAKE, &range);
+    return absl::OkStatus();
+  }
+  wake(r, idx);
+  if (r.dead()) return absl::OkStatus();
+  return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
 }
 
 absl::Status UffdPmap::zerofill(const Region& r, uint64_t idx) {
+  uint64_t done = 0;
+  return zerofill_run(r, idx, 1, &done);
+}
+
+absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, uint64_t* done) {
   uffdio_zeropage z{};
   z.range.start = r.addr(idx);
-  z.range.len = PAGE_SIZE;
-  for (;;) {
-    if (ioctl(uffd_, UFFDIO_ZEROPAGE, &z) == 0) return absl::OkStatus();
-    const int e = errno;
-    if (e == EAGAIN) return kMmapChanging();
-    if (e == EEXIST) {
-      // A page table entry exists already (a racing fault mapped it).
-      wake(r, idx);
-      return absl::OkStatus();
-    }
-    wake(r, idx);
-    if (r.dead()) return absl::OkStatus();
-    return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
+  z.range.len = n << PAGE_SHIFT;
+  *done = 0;
+  if (ioctl(uffd_, UFFDIO_ZEROPAGE, &z) == 0) {
+    *done = n;
+    return absl::OkStatus();
   }
+  const int e = errno;
+  if (z.zeropage > 0) {
+    // A prefix was filled (and its threads woken).
+    *done = static_cast<uint64_t>(z.zeropage) >> PAGE_SHIFT;
+    return absl::OkStatus();
+  }
+  if (e == EAGAIN) return kMmapChanging();
+  if (e == EEXIST) {
+    // A page table entry exists already (a racing fault mapped it).
+    wake(r, idx);
+    *done = 1;
+    return absl::OkStatus();
+  }
+  wake(r, idx);
+  if (r.dead()) return absl::OkStatus();
+  return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
 }
 
 void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
