@@ -96,6 +96,16 @@ int uvmrt_unmap(uvmrt_handle* rt, void* addr, size_t bytes) {
   return st.ok() ? 0 : set_error(st);
 }
 
+int uvmrt_advise(uvmrt_handle* rt, void* addr, int advice) {
+  if (rt == nullptr) return set_error(absl::InvalidArgumentError("uvmrt_advise: runtime is NULL"));
+  if (advice < 0 || advice > 2) {
+    return set_error(absl::InvalidArgumentError(
+        "uvmrt_advise: unknown advice: use UVMRT_ADV_NORMAL, _RANDOM or _SEQUENTIAL"));
+  }
+  absl::Status st = rt->rt->Advise(addr, static_cast<uvmrt::Runtime::Advice>(advice));
+  return st.ok() ? 0 : set_error(st);
+}
+
 int uvmrt_get_stats(uvmrt_handle* rt, uvmrt_stats* out) {
   if (rt == nullptr || out == nullptr) {
     return set_error(absl::InvalidArgumentError("uvmrt_get_stats: NULL argument"));

@@ -298,6 +298,16 @@ absl::Status Runtime::Unmap(void* addr, size_t bytes) {
   return impl_->uvm->uao_detach(reinterpret_cast<uintptr_t>(addr), bytes);
 }
 
+absl::Status Runtime::Advise(void* addr, Advice advice) {
+  std::shared_ptr<uvm::Region> r = impl_->uvm->uvm_map_lookup(reinterpret_cast<uintptr_t>(addr));
+  if (r == nullptr || r->base() != reinterpret_cast<uintptr_t>(addr)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "uvmrt: %p is not the start of a mapped region: pass the address Map returned", addr));
+  }
+  r->set_advice(static_cast<uvm::Region::advice>(advice));
+  return absl::OkStatus();
+}
+
 Stats Runtime::GetStats() const {
   Stats s{};
   impl_->uvm->exp().snapshot(&s);

@@ -51,6 +51,16 @@ TEST(BadInput, UnmapOfUnmappedAddress) {
   EXPECT_EQ(rt->Unmap(p).code(), absl::StatusCode::kInvalidArgument);  // twice
 }
 
+TEST(BadInput, AdviseNeedsARegionStart) {
+  auto rt = make_runtime(small());
+  char* p = static_cast<char*>(*rt->Map(1 << 20));
+  EXPECT_TRUE(rt->Advise(p, Runtime::Advice::kSequential).ok());
+  EXPECT_EQ(rt->Advise(p + kPage, Runtime::Advice::kRandom).code(),
+            absl::StatusCode::kInvalidArgument);
+  int x;
+  EXPECT_EQ(rt->Advise(&x, Runtime::Advice::kRandom).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(BadInput, BudgetBelowMinimum) {
   Options o = small();
   o.budget_bytes = 64 * 1024;

@@ -3,8 +3,10 @@
 // RegionResource hands out memory from regions of one Runtime:
 //   - a block of at least Config::own_region_bytes (or aligned beyond a page)
 //     gets a region of its own, unmapped when the block is deallocated;
-//   - smaller blocks are carved, in order, from shared regions of
-//     Config::region_bytes.  Deallocating one discards the whole pages inside
+//   - smaller blocks are carved, in order, from shared regions, the first
+//     one of 2 MiB and each next one twice as large, up to
+//     Config::region_bytes (a region counts against budget + swap when it is
+//     mapped, touched or not).  Deallocating one discards the whole pages inside
 //     it once they add up to Config::discard_bytes (MADV_DONTNEED: the
 //     runtime frees their frames and swap slots), and a shared region whose
 //     blocks are all deallocated is unmapped.
@@ -27,6 +29,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -48,7 +51,10 @@ class RegionResource : public std::pmr::memory_resource {
   };
 
   explicit RegionResource(Runtime* rt) : RegionResource(rt, Config()) {}
-  RegionResource(Runtime* rt, const Config& config) : rt_(rt), config_(Normalized(config)) {}
+  RegionResource(Runtime* rt, const Config& config)
+      : rt_(rt),
+        config_(Normalized(config)),
+        next_region_bytes_(std::min(config_.region_bytes, kFirstRegionBytes)) {}
   ~RegionResource() override { release(); }
   RegionResource(const RegionResource&) = delete;
   RegionResource& operator=(const RegionResource&) = delete;
@@ -93,12 +99,16 @@ class RegionResource : public std::pmr::memory_resource {
     }
     uintptr_t p = RoundUp(cur_, alignment);
     if (cur_ == 0 || p + bytes > end_) {
-      const uintptr_t base = MapOrThrow(config_.region_bytes);
-      regions_[base] = Region{config_.region_bytes, 0, false};
+      const size_t len = next_region_bytes_;
+      const uintptr_t base = MapOrThrow(len);
+      regions_[base] = Region{len, 0, false};
+      if (next_region_bytes_ < config_.region_bytes) {
+        next_region_bytes_ = std::min(2 * next_region_bytes_, config_.region_bytes);
+      }
       RetireCurrent();
       cur_base_ = base;
       cur_ = base;
-      end_ = base + config_.region_bytes;
+      end_ = base + len;
       p = RoundUp(cur_, alignment);
     }
     cur_ = p + bytes;
@@ -146,6 +156,7 @@ class RegionResource : public std::pmr::memory_resource {
 
  private:
   static constexpr size_t kPage = 4096;
+  static constexpr size_t kFirstRegionBytes = size_t{2} << 20;
 
   struct Region {
     size_t bytes = 0;
@@ -157,7 +168,9 @@ class RegionResource : public std::pmr::memory_resource {
 
   static Config Normalized(Config c) {
     c.region_bytes = RoundUp(c.region_bytes < kPage ? kPage : c.region_bytes, kPage);
-    if (c.own_region_bytes > c.region_bytes) c.own_region_bytes = c.region_bytes;
+    // Every carved block fits in the first shared region.
+    const size_t first = std::min(c.region_bytes, kFirstRegionBytes);
+    if (c.own_region_bytes > first / 2) c.own_region_bytes = first / 2;
     if (c.discard_bytes < kPage) c.discard_bytes = kPage;
     return c;
   }
@@ -186,6 +199,7 @@ class RegionResource : public std::pmr::memory_resource {
   uintptr_t cur_base_ = 0;               // the shared region being carved
   uintptr_t cur_ = 0;                    // its next free byte
   uintptr_t end_ = 0;                    // its end
+  size_t next_region_bytes_;             // size of the next shared region
 };
 
 }  // namespace uvmrt

@@ -58,6 +58,12 @@ class Runtime {
   // slots.  `bytes`, if nonzero, must match the size given to Map.
   absl::Status Unmap(void* addr, size_t bytes = 0);
 
+  // Access advice for the region starting at `addr`, as madvise(2):
+  // kNormal looks ahead on sequential access, kSequential always brings in
+  // the following pages with a fault, kRandom never does.
+  enum class Advice { kNormal = 0, kRandom = 1, kSequential = 2 };
+  absl::Status Advise(void* addr, Advice advice);
+
   // A snapshot of the uvmexp counters.
   Stats GetStats() const;
 

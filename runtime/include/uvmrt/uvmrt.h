@@ -42,6 +42,12 @@ void *uvmrt_map(uvmrt *rt, size_t bytes);
  * uvmrt_map (or 0).  Returns 0 or a negative errno. */
 int uvmrt_unmap(uvmrt *rt, void *addr, size_t bytes);
 
+/* Access advice for the region starting at addr, as madvise(2). */
+#define UVMRT_ADV_NORMAL 0     /* look ahead on sequential access */
+#define UVMRT_ADV_RANDOM 1     /* never bring in neighbours */
+#define UVMRT_ADV_SEQUENTIAL 2 /* always bring in the following pages */
+int uvmrt_advise(uvmrt *rt, void *addr, int advice);
+
 /* Copies the uvmexp counters into *out.  Returns 0 or a negative errno. */
 int uvmrt_get_stats(uvmrt *rt, uvmrt_stats *out);
 
