@@ -277,6 +277,11 @@ class Uvm {
   vm_page* uvmpd_iter_next(pglist& q, vm_page* iter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
   void uvmpd_scan_inactive() ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_scan_active(int inactive_shortage, int swap_shortage) ABSL_LOCKS_EXCLUDED(pageqlock_);
+  struct deact_entry {
+    std::shared_ptr<Region> region;
+    vm_page* pg;
+  };
+  void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_dropswap(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
 
   bool swapcluster_allocslots(swapcluster* swc);

@@ -287,7 +287,51 @@ void Uvm::uvmpd_scan() {
   }
 }
 
+/*
+ * uvmpd_deactivate_batch: unmap the pages of a batch chosen by the active
+ * scan and move those nobody touched meanwhile to the inactive queue.
+ *
+ * pmap_page_protect(PROT_NONE) runs without the owner lock: unmapping sends
+ * a userfaultfd event, and its reader may need that lock.  A fault that maps
+ * a page meanwhile clears its PG_DEACT, and the page stays active (it was
+ * referenced).  Contiguous pages of a region are unmapped with one call.
+ *
+ * => page daemon; holds no lock.
+ */
+void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
+  std::sort(batch.begin(), batch.end(), [](const deact_entry& a, const deact_entry& b) {
+    return a.region != b.region ? a.region < b.region : a.pg->offset < b.pg->offset;
+  });
+  for (size_t i = 0; i < batch.size();) {
+    size_t j = i + 1;
+    while (j < batch.size() && batch[j].region == batch[i].region &&
+           batch[j].pg->offset == batch[j - 1].pg->offset + 1) {
+      j++;
+    }
+    Region& r = *batch[i].region;
+    pmap_->remove(r, batch[i].pg->offset, j - i);
+    for (size_t k = i; k < j; k++) {
+      vm_page* p = batch[k].pg;
+      Chunk& c = r.chunk_of(p->offset);
+      MutexLock l(&c.vmobjlock);
+      const pgent& e = c.ent[p->offset & kChunkMask];
+      if (e.frame != frame_index(p)) continue;  // freed meanwhile
+      if ((p->flags() & PG_DEACT) && !r.dead()) {
+        MutexLock q(&pageqlock_);
+        uvm_pagedeactivate(p);
+        inc(uvmexp_.pddeact);
+      }
+      p->clearbits(PG_DEACT);
+    }
+    i = j;
+  }
+  batch.clear();
+}
+
 void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
+  constexpr size_t kDeactBatch = 64;
+  std::vector<deact_entry> batch;
+  batch.reserve(kDeactBatch);
   vm_page iter;
   iter.pg_flags.store(PQ_ITER, std::memory_order_relaxed);
   pageqlock_.Lock();
@@ -295,17 +339,15 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
   while (inactive_shortage > 0 || swap_shortage > 0) {
     vm_page* p = uvmpd_iter_next(page_active_, &iter);
     if (p == nullptr) break;
-    if (p->flags() & PG_BUSY) continue;
+    if (p->flags() & (PG_BUSY | PG_DEACT)) continue;
     // lock the page's owner.
     Region* r = p->uobject;
     Chunk& c = r->chunk_of(p->offset);
     if (!c.vmobjlock.TryLock()) continue;
     pageqlock_.Unlock();
-    bool deact = false;
     const uint64_t idx = p->offset;
-    std::shared_ptr<Region> hold;  // keeps r alive while its lock is dropped
     // skip this page if it's busy, or being detached.
-    if (!(p->flags() & PG_BUSY) && !r->dead() && (p->flags() & PQ_ACTIVE)) {
+    if (!(p->flags() & (PG_BUSY | PG_DEACT)) && !r->dead() && (p->flags() & PQ_ACTIVE)) {
       // if there's a shortage of swap, free any swap allocated to this page
       // so that other pages can be paged out.
       if (swap_shortage > 0) {
@@ -319,32 +361,19 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
       // deactivate this page if there's a shortage of inactive pages.
       if (inactive_shortage > 0) {
         p->setbits(PG_DEACT);
-        deact = true;
-        // Not dead under the owner lock: uao_detach's caller still holds it.
-        hold = r->shared_from_this();
+        // Not dead under the owner lock: uao_detach's caller still holds
+        // the region, and now so does the batch.
+        batch.push_back(deact_entry{r->shared_from_this(), p});
         inactive_shortage--;
       }
     }
     c.vmobjlock.Unlock();
-    if (deact) {
-      // pmap_page_protect(PROT_NONE), without the owner lock: unmapping
-      // sends a userfaultfd event, and its reader may need this lock.  A
-      // fault that maps the page meanwhile clears PG_DEACT, and the page stays
-      // active (it was referenced).
-      pmap_->remove(*r, idx, 1);
-      MutexLock l(&c.vmobjlock);
-      const pgent& e = c.ent[idx & kChunkMask];
-      if (e.frame == frame_index(p) && (p->flags() & PG_DEACT) && !r->dead()) {
-        MutexLock q(&pageqlock_);
-        uvm_pagedeactivate(p);
-        inc(uvmexp_.pddeact);
-      }
-      if (e.frame == frame_index(p)) p->clearbits(PG_DEACT);
-    }
+    if (batch.size() >= kDeactBatch) uvmpd_deactivate_batch(batch);
     pageqlock_.Lock();
   }
   page_active_.remove(&iter);
   pageqlock_.Unlock();
+  uvmpd_deactivate_batch(batch);
 }
 
 }  // namespace uvmrt::uvm

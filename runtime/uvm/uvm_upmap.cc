@@ -230,12 +230,17 @@ void UffdPmap::destroy_view(Region& r) {
 }
 
 bool UffdPmap::consume_self_remove(uint64_t start, uint64_t end) {
+  // One madvise over a range that spans several mappings (the application
+  // may have split a region with mprotect) sends one event per mapping, so
+  // an event may cover part of a recorded range.
   MutexLock l(&self_lock_);
   for (auto it = self_removes_.begin(); it != self_removes_.end(); ++it) {
-    if (it->first == start && it->second == end) {
-      self_removes_.erase(it);
-      return true;
-    }
+    const auto [a, b] = *it;
+    if (start < a || end > b) continue;
+    self_removes_.erase(it);
+    if (a < start) self_removes_.emplace_back(a, start);
+    if (end < b) self_removes_.emplace_back(end, b);
+    return true;
   }
   return false;
 }
@@ -321,7 +326,14 @@ void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
   if (madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED) != 0) {
     // No event was sent (the range is no longer mapped).
     const int e = errno;
-    if (events_) consume_self_remove(start, end);
+    if (events_) {
+      // Forget what is left of the range: events were sent, if at all, only
+      // for the parts still mapped.
+      MutexLock l(&self_lock_);
+      std::erase_if(self_removes_, [&](const std::pair<uint64_t, uint64_t>& rr) {
+        return rr.first >= start && rr.second <= end;
+      });
+    }
     if (!r.dead() && e != ENOMEM) logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(e));
   }
 }
