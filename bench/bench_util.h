@@ -414,8 +414,8 @@ inline Percentiles Summarize(std::vector<double>& v) {
   X(pdwoke) X(pdrevs) X(pdscans) X(pdfreed) X(pdreact) X(pdbusy)                \
   X(pdpageouts) X(pdpending) X(pddeact) X(pdreacts_dirty)                       \
   X(pgswapin) X(pgswapout) X(swapouterr) X(swapinerr)                           \
-  X(faults) X(flt_zfill) X(flt_swapin) X(flt_react) X(flt_wp) X(flt_busywait)   \
-  X(flt_uvmwait) G(mapped_bytes) G(regions)
+  X(faults) X(flt_zfill) X(flt_swapin) X(flt_react) X(flt_around) X(flt_wp)     \
+  X(flt_busywait) X(flt_uvmwait) G(mapped_bytes) G(regions)
 // clang-format on
 
 // Counter deltas and end-of-phase gauges of two uvmrt::Stats snapshots.

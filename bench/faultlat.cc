@@ -11,12 +11,14 @@
 //   native          first write to a page of plain anonymous mmap memory
 //                   (MADV_NOHUGEPAGE, so one 4 KiB page per fault).
 //   zero-fill       uvmrt: first write to a never-touched page while free
-//                   frames are plentiful (the first B/2 of the region).
-//                   Counts when faults and flt_zfill each rose by one.
+//                   frames are plentiful (pages of the first B/2 of the
+//                   region, in random order).  Counts when faults and
+//                   flt_zfill each rose by one and flt_around did not move.
 //   swap-in         uvmrt: read of a page that is not resident and is read
 //                   back from the swap file.  The region (region-mult x B)
 //                   is written in full first, then read in random order (see
-//                   Sampler).  Counts when faults and flt_swapin rose by one.
+//                   Sampler).  Counts when faults and flt_swapin rose by one
+//                   and flt_around did not move (no neighbours read along).
 //   reactivation    uvmrt: read of a page that is resident but that the page
 //                   daemon had unmapped (deactivated), mostly from stage 2 of
 //                   Sampler.  Counts when faults and flt_react rose by one.
@@ -243,16 +245,26 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
   auto* base = static_cast<char*>(*region);
   uvmrt::Runtime& r = **rt;
 
-  // zero-fill: first writes while at most half the budget is in use.
-  uint64_t zf = std::min<uint64_t>({samples, o.budget_bytes / kPage / 2, npages});
+  // zero-fill: first writes, in random order (so that no fault-around
+  // brings in neighbours), to pages of the first half of a budget's worth of
+  // the region: free frames are plentiful.
+  const uint64_t half = std::min<uint64_t>(o.budget_bytes / kPage / 2, npages);
+  const uint64_t zf = std::min<uint64_t>(samples, half);
+  std::vector<uint64_t> order(half);
+  for (uint64_t i = 0; i < half; ++i) order[i] = i;
+  Rng rng(seed ^ 0x2F111ull);
+  for (uint64_t i = 0; i < zf; ++i) std::swap(order[i], order[i + rng.Below(half - i)]);
+  std::vector<bool> written(npages, false);
   std::vector<double> zus;
   std::map<std::string, uint64_t> zcounts;
-  for (uint64_t i = 0; i < zf; ++i) {
+  for (uint64_t k = 0; k < zf; ++k) {
+    const uint64_t i = order[k];
     auto* p = reinterpret_cast<uint64_t*>(base + i * kPage);
     uvmrt::Stats s0 = r.GetStats();
     int64_t ns = TimedWrite(p, ExpectedWord(i, 1, 0));
     uvmrt::Stats s1 = r.GetStats();
-    if (s1.faults - s0.faults == 1 && s1.flt_zfill - s0.flt_zfill == 1) {
+    if (s1.faults - s0.faults == 1 && s1.flt_zfill - s0.flt_zfill == 1 &&
+        s1.flt_around == s0.flt_around) {
       zus.push_back(static_cast<double>(ns) / 1000.0);
       zcounts["zero-fill"]++;
     } else {
@@ -263,14 +275,16 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
         Die(kExitVerify, "faultlat: uvmrt page %" PRIu64 " is not zero-filled (word %zu)", i, w);
     }
     FillPage(p, kWords, i, 1);
+    written[i] = true;
   }
   zcounts["total"] = zf;
   if (Wants(cases, "zero-fill")) PrintCase("uvmrt", "zero-fill", zus, CountsJson(zcounts));
 
   if (Wants(cases, "swap-in") || Wants(cases, "reactivation")) {
     // Write the rest: the region is region-mult x B, so most of it goes to swap.
-    for (uint64_t i = zf; i < npages; ++i)
-      FillPage(reinterpret_cast<uint64_t*>(base + i * kPage), kWords, i, 1);
+    for (uint64_t i = 0; i < npages; ++i) {
+      if (!written[i]) FillPage(reinterpret_cast<uint64_t*>(base + i * kPage), kWords, i, 1);
+    }
     usleep(200 * 1000);  // let the page daemon finish its pass
     Sampler sm{base, npages, std::min<uint64_t>(npages, o.budget_bytes / kPage * 3 / 2),
                seed, {},     {}};
@@ -281,6 +295,7 @@ void Uvmrt(const std::vector<std::string>& cases, const uvmrt::Options& o, doubl
       int64_t f = s1.faults - s0.faults;
       if (f == 0) return "nofault";
       if (f != 1) return "";
+      if (s1.flt_around != s0.flt_around) return "";  // brought in neighbours too
       if (s1.flt_swapin - s0.flt_swapin == 1) return "swap-in";
       if (s1.flt_react - s0.flt_react == 1) return "reactivation";
       return "";

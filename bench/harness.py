@@ -1153,8 +1153,8 @@ def render_markdown(res, keys):
     lines.append("\n### Fault counts (medians per phase)\n")
     hdr = ["workload"]
     if "uvmrt" in systems:
-        hdr += ["uvmrt faults", "zfill", "swapin", "react", "wp", "pgswapin", "pgswapout", "pageouts",
-                "uvmrt majflt"]
+        hdr += ["uvmrt faults", "zfill", "swapin", "react", "around", "wp", "pgswapin", "pgswapout",
+                "pageouts", "uvmrt majflt"]
     if "kswap" in systems:
         hdr += ["kswap majflt", "pswpin", "pswpout"]
     if "ram" in systems:
@@ -1166,8 +1166,8 @@ def render_markdown(res, keys):
             d = w[k].get("uvmrt")
             u = d.get("uvmrt", {}) if d else {}
             r += [f_n(u[f]) if f in u else "-" for f in (
-                "faults", "flt_zfill", "flt_swapin", "flt_react", "flt_wp", "pgswapin", "pgswapout",
-                "pdpageouts")]
+                "faults", "flt_zfill", "flt_swapin", "flt_react", "flt_around", "flt_wp", "pgswapin",
+                "pgswapout", "pdpageouts")]
             r.append(f_n(d["majflt"]) if d else "-")
         if "kswap" in systems:
             d = w[k].get("kswap")

@@ -164,6 +164,7 @@ class Bench {
 #endif
 
   int Run() {
+    BuildHotSet();  // always, so that --workload=none shows its memory too
     bool written = false;
     for (const std::string& w : cfg_.workloads) {
       if (!written && w != "seq-write") {
@@ -190,7 +191,6 @@ class Bench {
         }
       } else if (w == "hotcold") {
         int t = cfg_.hotcold_threads;
-        BuildHotSet();
         Phase("phase", w, t, cfg_.ops, [&] {
           Progress p(cfg_, Label(w, t), cfg_.ops, t);
           RunThreads(t, [&](int id) { HotCold(id, t, &p); });

@@ -45,10 +45,11 @@ int Uvm::uvm_swap_alloc(int* n, bool lessok) {
   const uint64_t ngroups = swap_group_free_.size();
   uint64_t best = 0, bestlen = 0;
   uint64_t run = 0, runstart = 0;
-  // Next-fit: scan at most every slot once, starting at the cursor.  Runs do
-  // not wrap around the end of the file.
+  // Next-fit: scan every slot once from the cursor, and `want` more, so a
+  // free run that straddles the cursor is found whole.  Runs do not wrap
+  // around the end of the file.
   uint64_t s = swap_cursor_;
-  for (uint64_t scanned = 0; scanned < nbits;) {
+  for (uint64_t scanned = 0; scanned < nbits + want;) {
     if (s >= nbits) {
       s = 0;
       run = 0;
