@@ -279,6 +279,7 @@ class Uvm {
   void uvmpd_scan_active(int inactive_shortage, int swap_shortage) ABSL_LOCKS_EXCLUDED(pageqlock_);
   struct deact_entry {
     std::shared_ptr<Region> region;
+    uint64_t idx;  // the page picked; its frame may be freed and reused meanwhile
     vm_page* pg;
   };
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);

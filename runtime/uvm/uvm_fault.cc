@@ -196,25 +196,36 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     c.vmobjlock.Unlock();
     absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
     c.vmobjlock.Lock();
-    uint64_t good = 0;  // the run's pages that end up resident
-    bool released = false;
+    // Which of the run's pages end up resident.  A page discarded meanwhile
+    // (PG_RELEASED) reads zero now; after a failed read every page gives its
+    // frame back and keeps its slot.
+    bool good[kMaxFaultAhead + 1];
+    uint64_t ngood = 0;
+    bool released = false;  // the faulting page itself was discarded
     for (uint64_t i = 0; i < n; i++) {
       vm_page* p = run[i];
+      pgent& pe = c.ent[(idx + i) & kChunkMask];
+      good[i] = false;
       uvm_page_unbusy(c, p);
-      if (r.dead()) continue;  // detached meanwhile; uao_detach frees the frames
-      if ((p->flags() & PG_RELEASED) || !st.ok() || released) {
-        // Discarded by the application meanwhile (it reads zero now), or
-        // not read: give the frame back.  A failed read keeps its slot.
-        if (p->flags() & PG_RELEASED) {
-          uvm_page_release(c, p);
-        } else {
-          c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
-          uvm_pagefree(p);
-        }
+      if (r.dead()) {
+        // Detached meanwhile: uao_detach frees frame and slot as those of a
+        // resident page.
+        dec(uvmexp_.swpgonly);
+        continue;
+      }
+      if (p->flags() & PG_RELEASED) {
+        uvm_page_release(c, p);
+        dec(uvmexp_.swpgonly);
         if (i == 0) released = true;
         continue;
       }
-      good++;
+      if (!st.ok()) {
+        pe.frame = kNoFrame;
+        uvm_pagefree(p);
+        continue;
+      }
+      good[i] = true;
+      ngood++;
     }
     if (r.dead()) {
       pmap_->wake(r, idx);
@@ -234,25 +245,32 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       pmap_->wake(r, idx);
       return absl::OkStatus();
     }
-    dec(uvmexp_.swpgonly, static_cast<int64_t>(good));
-    inc(uvmexp_.pgswapin, static_cast<int64_t>(good));
+    dec(uvmexp_.swpgonly, static_cast<int64_t>(ngood));
+    inc(uvmexp_.pgswapin, static_cast<int64_t>(ngood));
     inc(uvmexp_.flt_swapin);
-    inc(uvmexp_.flt_around, static_cast<int64_t>(good - 1));
+    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - 1));
     // The pages match their slots until written; the faulting page is dirty
     // at once if this is a write.
     const bool track = pmap_->tracks_modify();
-    for (uint64_t i = 0; i < good; i++) {
+    for (uint64_t i = 0; i < n; i++) {
+      if (!good[i]) continue;
       if (track) run[i]->setbits(PG_CLEAN);
       run[i]->setbits(PG_PMAP_REF);
       pageactivate(run[i]);
     }
+    if (write) run[0]->clearbits(PG_CLEAN);
+    // Map the resident pages, a contiguous run per call.
     absl::Status mst;
-    if (write) {
-      run[0]->clearbits(PG_CLEAN);
-      mst = pmap_->enter(r, idx, false);
-      if (mst.ok() && good > 1) mst = pmap_->enter_run(r, idx + 1, good - 1, track);
-    } else {
-      mst = pmap_->enter_run(r, idx, good, track);
+    for (uint64_t i = 0; i < n && mst.ok();) {
+      if (!good[i]) {
+        i++;
+        continue;
+      }
+      uint64_t j = i + 1;
+      const bool wp = track && (run[i]->flags() & PG_CLEAN);
+      while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
+      mst = pmap_->enter_run(r, idx + i, j - i, wp);
+      i = j;
     }
     if (absl::IsUnavailable(mst)) {
       // The pages are resident and consistent; map them on the next round.

@@ -300,21 +300,21 @@ void Uvm::uvmpd_scan() {
  */
 void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
   std::sort(batch.begin(), batch.end(), [](const deact_entry& a, const deact_entry& b) {
-    return a.region != b.region ? a.region < b.region : a.pg->offset < b.pg->offset;
+    return a.region != b.region ? a.region < b.region : a.idx < b.idx;
   });
   for (size_t i = 0; i < batch.size();) {
     size_t j = i + 1;
     while (j < batch.size() && batch[j].region == batch[i].region &&
-           batch[j].pg->offset == batch[j - 1].pg->offset + 1) {
+           batch[j].idx == batch[j - 1].idx + 1) {
       j++;
     }
     Region& r = *batch[i].region;
-    pmap_->remove(r, batch[i].pg->offset, j - i);
+    pmap_->remove(r, batch[i].idx, j - i);
     for (size_t k = i; k < j; k++) {
       vm_page* p = batch[k].pg;
-      Chunk& c = r.chunk_of(p->offset);
+      Chunk& c = r.chunk_of(batch[k].idx);
       MutexLock l(&c.vmobjlock);
-      const pgent& e = c.ent[p->offset & kChunkMask];
+      const pgent& e = c.ent[batch[k].idx & kChunkMask];
       if (e.frame != frame_index(p)) continue;  // freed meanwhile
       if ((p->flags() & PG_DEACT) && !r.dead()) {
         MutexLock q(&pageqlock_);
@@ -363,7 +363,7 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
         p->setbits(PG_DEACT);
         // Not dead under the owner lock: uao_detach's caller still holds
         // the region, and now so does the batch.
-        batch.push_back(deact_entry{r->shared_from_this(), p});
+        batch.push_back(deact_entry{r->shared_from_this(), idx, p});
         inactive_shortage--;
       }
     }
