@@ -318,4 +318,8 @@ int64_t Runtime::KernelResidentBytes() const {
   return impl_->pmap->kernel_resident_bytes();
 }
 
+std::string Runtime::StatsPath() const {
+  return impl_->stats->path();
+}
+
 }  // namespace uvmrt

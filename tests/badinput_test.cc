@@ -61,6 +61,16 @@ TEST(BadInput, AdviseNeedsARegionStart) {
   EXPECT_EQ(rt->Advise(&x, Runtime::Advice::kRandom).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Stats, PublishedForUvmstat) {
+  auto rt = make_runtime(small());
+  const std::string path = rt->StatsPath();
+  ASSERT_FALSE(path.empty());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0) << path;
+  rt.reset();
+  EXPECT_NE(stat(path.c_str(), &st), 0) << "the counters file outlived the runtime";
+}
+
 TEST(BadInput, BudgetBelowMinimum) {
   Options o = small();
   o.budget_bytes = 64 * 1024;

@@ -385,7 +385,7 @@ TEST_F(OutOfSwap, FaultingThreadGetsSigbusAndTheLogLineNotAHang) {
 // While the faulting thread waits out the grace period nothing can make
 // progress (every frame is dirty, swap is full): the runtime should sleep,
 // not spin.  Allowed: a quarter of one CPU on average.
-TEST_F(OutOfSwap, DISABLED_RuntimeDoesNotSpinWhileTheFaultWaits) {
+TEST_F(OutOfSwap, RuntimeDoesNotSpinWhileTheFaultWaits) {
   const ChildResult& r = *result_;
   ASSERT_TRUE(r.exited(kSigbusExit)) << r.Describe();
   const size_t at = r.output.find("stalled_wait_seconds=");

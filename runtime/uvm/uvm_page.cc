@@ -219,10 +219,16 @@ bool Uvm::uvm_wait(const char* wmsg) {
   MutexLock l(&fpageqlock_);
   const uint64_t gen = free_generation_;
   const absl::Time deadline = absl::Now() + kOutOfSwapGrace;
+  pagedaemon_wanted_ = true;
+  pagedaemon_cv_.Signal();
   while (!stopping() && free_generation_ == gen && page_free_.empty()) {
-    pagedaemon_wanted_ = true;
-    pagedaemon_cv_.Signal();
-    free_cv_.WaitWithTimeout(&fpageqlock_, absl::Milliseconds(100));
+    // Kick the daemon again only when a wait times out: a daemon pass that
+    // frees nothing wakes this waiter, and re-kicking at once would make the
+    // two spin while nothing can progress.
+    if (free_cv_.WaitWithTimeout(&fpageqlock_, absl::Milliseconds(100))) {
+      pagedaemon_wanted_ = true;
+      pagedaemon_cv_.Signal();
+    }
     if (absl::Now() > deadline && free_generation_ == gen && page_free_.empty()) {
       if (uvm_swapisfull() || uvm_swapisfilled()) {
         logger()->error(
