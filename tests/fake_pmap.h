@@ -11,7 +11,8 @@
 //     data: a test notices stale data being read back after a free.  A new
 //     region's buffer starts out filled with kPoisonByte for the same reason.
 // is_referenced keeps the Pmap default (the PG_PMAP_REF bit): a test sets the
-// bit on a page to simulate a reference.
+// bit on a page to simulate a reference.  enter_run and zerofill_run keep the
+// defaults too (one enter or zerofill per page), so counts are per page.
 //
 // A hook, if set, runs after each call is recorded, in the calling thread,
 // without the fake's lock: tests use it to change the page queues in the

@@ -587,10 +587,10 @@ TEST_F(PdaemonTest, PageTouchedWhileBeingDeactivatedStaysActive) {
   ExpectConsistent();
 }
 
-// Regression test for a runtime bug found while writing these tests (fails
-// at 4eb8be0): uvmpd_deactivate_batch recorded (region, page) and read the
-// page's offset only when it processed the batch, with no lock held in
-// between.  If the application discards a picked page meanwhile
+// Regression test for a runtime bug found while writing these tests (fails at
+// 4eb8be0, fixed in 534ed3b): uvmpd_deactivate_batch recorded (region, page)
+// and read the page's offset only when it processed the batch, with no lock
+// held in between.  If the application discards a picked page meanwhile
 // (uvm_map_discard frees its frame: offset 0, uobject null) and the frame is
 // reused, the batch unmapped and looked up the wrong page: here page 0, which
 // it never picked and which the application has just mapped.  (Were the frame
@@ -1325,12 +1325,12 @@ TEST_F(PdaemonTest, PageDiscardedDuringPageoutIsFreedAtCompletion) {
   ExpectConsistent();
 }
 
-// Regression test for a runtime bug found while writing these tests (fails
-// at 4eb8be0): a page discarded while it is being swapped in is PG_RELEASED;
-// the fault freed it and its slot (uvm_page_release) but never took it out of
-// swpgonly, which counted it as living only in swap.  Each such race left
-// swpgonly one too high for ever, bringing uvm_swapisfull() (dirtyreacts, the
-// out-of-swap failure of uvm_wait) early.
+// Regression test for a runtime bug found while writing these tests (fails at
+// 4eb8be0, fixed in 534ed3b): a page discarded while it is being swapped in is
+// PG_RELEASED; the fault freed it and its slot (uvm_page_release) but never
+// took it out of swpgonly, which counted it as living only in swap.  Each such
+// race left swpgonly one too high for ever, bringing uvm_swapisfull()
+// (dirtyreacts, the out-of-swap failure of uvm_wait) early.
 TEST_F(PdaemonTest, DiscardDuringSwapInKeepsSwpgonlyExact) {
   std::shared_ptr<Region> r = SceneEvicted();  // random advice: one page per fault
   ASSERT_EQ(uvm_->exp().swpgonly.load(), 16);
@@ -1351,16 +1351,15 @@ TEST_F(PdaemonTest, DiscardDuringSwapInKeepsSwpgonlyExact) {
   ExpectConsistent();
 }
 
-// Regression test for a runtime bug found while writing these tests (fails
-// at 4eb8be0): in a fault-around swap-in, when a page other than the first
-// was discarded during the read, the fault freed that page but then treated
-// the run's first `good` pages as the ones that stayed resident: it
+// Regression test for a runtime bug found while writing these tests (fails at
+// 4eb8be0, fixed in 534ed3b): in a fault-around swap-in, when a page other than
+// the first was discarded during the read, the fault freed that page but then
+// treated the run's first `good` pages as the ones that stayed resident: it
 // activated and mapped the freed frame, which was on the free list (the free
-// list and the active queue then shared it, and the free list lost its
-// tail), and left the run's last page resident on no queue, where the daemon
-// could never page it out.  Whatever the fault keeps of the run, every page
-// must end up either resident and queued with its data, or not resident with
-// its slot.
+// list and the active queue then shared it, and the free list lost its tail),
+// and left the run's last page resident on no queue, where the daemon could
+// never page it out.  Whatever the fault keeps of the run, every page must end
+// up either resident and queued with its data, or not resident with its slot.
 TEST_F(PdaemonTest, DiscardDuringFaultAroundSwapInKeepsQueuesSound) {
   std::shared_ptr<Region> r = SceneEvicted();  // 0..15 in slots 1..16
   r->set_advice(Region::ADV_SEQUENTIAL);
@@ -1397,6 +1396,15 @@ TEST_F(PdaemonTest, DiscardDuringFaultAroundSwapInKeepsQueuesSound) {
 // The same when the faulting page itself is the one discarded: it reads zero
 // now and the fault only wakes its thread; the rest of the run must still end
 // up resident and queued, or not resident with its slot.
+//
+// RUNTIME BUG (reported; introduced by 534ed3b, which fixed the two bugs
+// above): when page 0 of the run is PG_RELEASED, the swap-in loop marks the
+// other pages good, then `if (released) { pmap_->wake(r, idx); return
+// OkStatus(); }` returns before they are activated and before dec(swpgonly,
+// ngood): pages 1..15 stay resident on no queue (the daemon never sees them
+// again; frames leak from the budget) and swpgonly still counts them as living
+// only in swap.  (At 4eb8be0 the other pages were freed with their slots, but
+// page 0's swpgonly was leaked, so this test fails there too.)
 TEST_F(PdaemonTest, DiscardOfTheFaultingPageDuringFaultAroundSwapIn) {
   std::shared_ptr<Region> r = SceneEvicted();  // 0..15 in slots 1..16
   r->set_advice(Region::ADV_SEQUENTIAL);

@@ -241,14 +241,12 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       if (!pst.ok()) pmap_->wake(r, idx);
       return st;
     }
-    if (released) {
-      pmap_->wake(r, idx);
-      return absl::OkStatus();
-    }
+    // If the faulting page itself was discarded, its thread retries (and
+    // reads zero); the rest of the run is resident all the same.
     dec(uvmexp_.swpgonly, static_cast<int64_t>(ngood));
     inc(uvmexp_.pgswapin, static_cast<int64_t>(ngood));
     inc(uvmexp_.flt_swapin);
-    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - 1));
+    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
     // The pages match their slots until written; the faulting page is dirty
     // at once if this is a write.
     const bool track = pmap_->tracks_modify();
@@ -258,7 +256,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       run[i]->setbits(PG_PMAP_REF);
       pageactivate(run[i]);
     }
-    if (write) run[0]->clearbits(PG_CLEAN);
+    if (write && good[0]) run[0]->clearbits(PG_CLEAN);
     // Map the resident pages, a contiguous run per call.
     absl::Status mst;
     for (uint64_t i = 0; i < n && mst.ok();) {
@@ -271,6 +269,10 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
       mst = pmap_->enter_run(r, idx + i, j - i, wp);
       i = j;
+    }
+    if (released) {
+      pmap_->wake(r, idx);
+      return absl::OkStatus();
     }
     if (absl::IsUnavailable(mst)) {
       // The pages are resident and consistent; map them on the next round.
