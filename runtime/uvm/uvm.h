@@ -234,9 +234,6 @@ class Uvm {
   // => page daemon; pages are PG_BUSY; holds no lock.
   pager_result uvm_swap_put(int slot, vm_page** pages, int npages);
 
-  // uvm_swap_get: reads the page's slot into its frame.
-  // => caller holds no lock; pg is PG_BUSY and owned by the caller.
-  absl::Status uvm_swap_get(vm_page* pg, int slot);
   // Reads slots slot..slot+n-1 into the frames of pgs[0..n) in one I/O.
   // => caller holds no lock; the pages are PG_BUSY and owned by the caller.
   absl::Status uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot);
@@ -273,7 +270,6 @@ class Uvm {
  private:
   friend class UvmTestPeer;
 
-  struct pdaemon_iter;
   vm_page* uvmpd_iter_next(pglist& q, vm_page* iter) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pageqlock_);
   void uvmpd_scan_inactive() ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_scan_active(int inactive_shortage, int swap_shortage) ABSL_LOCKS_EXCLUDED(pageqlock_);

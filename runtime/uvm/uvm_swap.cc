@@ -42,7 +42,6 @@ int Uvm::uvm_swap_alloc(int* n, bool lessok) {
   MutexLock l(&swap_lock_);
   const uint64_t want = static_cast<uint64_t>(*n);
   const uint64_t nbits = swap_map_.size() * 64;
-  const uint64_t ngroups = swap_group_free_.size();
   uint64_t best = 0, bestlen = 0;
   uint64_t run = 0, runstart = 0;
   // Next-fit: scan every slot once from the cursor, and `want` more, so a
@@ -61,7 +60,6 @@ int Uvm::uvm_swap_alloc(int* n, bool lessok) {
       scanned += skip;
       continue;
     }
-    (void)ngroups;
     if (!swap_bit(s)) {
       if (run == 0) runstart = s;
       run++;
@@ -146,11 +144,6 @@ pager_result Uvm::uvm_swap_put(int slot, vm_page** pages, int npages) {
     return VM_PAGER_AGAIN;
   }
   return VM_PAGER_PEND;
-}
-
-absl::Status Uvm::uvm_swap_get(vm_page* pg, int slot) {
-  iovec iov{pmap_->direct(*pg->uobject, pg->offset), PAGE_SIZE};
-  return dev_->Read(static_cast<uint64_t>(slot), &iov, 1);
 }
 
 absl::Status Uvm::uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot) {
