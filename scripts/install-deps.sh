@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 pkgs=(build-essential cmake pkg-config liburing-dev libabsl-dev libgtest-dev libgmock-dev
-      libspdlog-dev clang libclang-rt-14-dev fio gnuplot-nox python3)
+      libspdlog-dev libmimalloc-dev clang libclang-rt-14-dev fio gnuplot-nox python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
