@@ -32,6 +32,8 @@ int set_error(const absl::Status& st) {
       return -ENOMEM;
     case absl::StatusCode::kAlreadyExists:
       return -EEXIST;
+    case absl::StatusCode::kNotFound:
+      return -ENOENT;
     case absl::StatusCode::kUnimplemented:
       return -ENOSYS;
     default:

@@ -34,6 +34,7 @@ class RuntimeImpl {
   ~RuntimeImpl();
   absl::Status Init(const Options& o, const internal::SwapDevWrapper& wrap);
   void reader_loop();
+  void handle_msg(const uffd_msg& m);
   void dispatch_fault(const uffd_msg& m);
   void worker_loop();
 
@@ -179,37 +180,48 @@ void RuntimeImpl::reader_loop() {
       logger()->critical("uvmrt: userfaultfd reader: poll: {}", strerror(errno));
       return;
     }
-    if (fds[1].revents != 0) return;
-    ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
-      return;
-    }
-    // Messages are handled in the order they were read: an event is applied
-    // before any fault read after it (design.md: a stale MINOR fault must
-    // not map a discarded page).
-    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
-      const uffd_msg& m = msgs[i];
-      switch (m.event) {
-        case UFFD_EVENT_PAGEFAULT:
-          dispatch_fault(m);
-          break;
-        case UFFD_EVENT_REMOVE:
-          if (!pmap->consume_self_remove(m.arg.remove.start, m.arg.remove.end)) {
-            uvm->uvm_map_discard(m.arg.remove.start, m.arg.remove.end);
-          }
-          break;
-        case UFFD_EVENT_UNMAP:
-          uvm->uvm_map_unmapped(m.arg.remove.start, m.arg.remove.end);
-          break;
-        case UFFD_EVENT_REMAP:
-          uvm->uvm_map_remapped(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
-          break;
-        default:
-          logger()->warn("uvmrt: unexpected userfaultfd event {}", m.event);
+    // On stop, whatever is queued is still read and handled (drained), so a
+    // thread that faulted before destroy began is served, not left for the
+    // views' removal to kill.
+    const bool stop = fds[1].revents != 0;
+    for (;;) {
+      ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
+        return;
       }
+      // Messages are handled in the order they were read: an event is
+      // applied before any fault read after it (design.md: a stale MINOR
+      // fault must not map a discarded page).
+      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
+        handle_msg(msgs[i]);
+      }
+      if (!stop) break;
     }
+    if (stop) return;
+  }
+}
+
+void RuntimeImpl::handle_msg(const uffd_msg& m) {
+  switch (m.event) {
+    case UFFD_EVENT_PAGEFAULT:
+      dispatch_fault(m);
+      break;
+    case UFFD_EVENT_REMOVE:
+      if (!pmap->consume_self_remove(m.arg.remove.start, m.arg.remove.end)) {
+        uvm->uvm_map_discard(m.arg.remove.start, m.arg.remove.end);
+      }
+      break;
+    case UFFD_EVENT_UNMAP:
+      uvm->uvm_map_unmapped(m.arg.remove.start, m.arg.remove.end);
+      break;
+    case UFFD_EVENT_REMAP:
+      uvm->uvm_map_remapped(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+      break;
+    default:
+      logger()->warn("uvmrt: unexpected userfaultfd event {}", m.event);
   }
 }
 

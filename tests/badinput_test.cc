@@ -85,7 +85,9 @@ TEST(BadInput, UnwritableSwapPath) {
   o.swap_path = "/nonexistent-dir/uvmrt.swap";
   auto rt = Runtime::Create(o);
   ASSERT_FALSE(rt.ok());
+  EXPECT_EQ(rt.status().code(), absl::StatusCode::kNotFound) << rt.status();
   EXPECT_THAT(std::string(rt.status().message()), HasSubstr("cannot create swap file"));
+  EXPECT_THAT(std::string(rt.status().message()), HasSubstr("create the directory"));
   o.swap_path = "/proc/uvmrt.swap";
   rt = Runtime::Create(o);
   ASSERT_FALSE(rt.ok());

@@ -5,6 +5,7 @@
 // SIGBUS for the one page whose swap-in failed.
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -411,7 +412,9 @@ int SwapInFaultChild(ReadFault fault, bool mapped_clean_before) {
   CHILD_CHECK(after.swapinerr - before.swapinerr == 1, kChildStats,
               "swapinerr went from %ld to %ld", static_cast<long>(before.swapinerr),
               static_cast<long>(after.swapinerr));
-  CHILD_CHECK(fired == 1, kChildStats, "%ld failed reads, expected 1", static_cast<long>(fired));
+  // Reads of fault-around runs that cover the bad slot fail too, and are
+  // retried page by page: `fired` may exceed 1, but only the victim's own
+  // swap-in fails (swapinerr above).
   CHILD_CHECK(after.pgswapin > before.pgswapin, kChildStats,
               "the other threads read nothing from swap: the test proves little");
 
@@ -441,6 +444,20 @@ int SwapInFaultChild(ReadFault fault, bool mapped_clean_before) {
       static_cast<long>(before_retouch.faults), static_cast<long>(after_retouch.faults),
       static_cast<long>(before_retouch.swapinerr), static_cast<long>(after_retouch.swapinerr),
       static_cast<long>(before_retouch.pgswapin), static_cast<long>(after_retouch.pgswapin));
+
+  // Discarding the poisoned page clears the poison: it reads zero, as
+  // private anonymous memory does after MADV_DONTNEED.
+  CHILD_CHECK(madvise(base + victim * kPage, kPage, MADV_DONTNEED) == 0, kChildRetouch,
+              "madvise: %s", strerror(errno));
+  bool discarded_bus = false;
+  bool discarded_zero = false;
+  std::thread e([&] {
+    discarded_bus = CatchSigbus([&] { discarded_zero = page_is_zero(base + victim * kPage); });
+  });
+  e.join();
+  CHILD_CHECK(!discarded_bus && discarded_zero, kChildRetouch,
+              "after MADV_DONTNEED the poisoned page %s",
+              discarded_bus ? "still raises SIGBUS" : "does not read zero");
 
   // Every other page still verifies; unmapping frees everything.
   for (uint64_t p = 0; p < npages; p++) {
@@ -474,7 +491,7 @@ struct SwapInCase {
 
 class SwapInFault : public ::testing::TestWithParam<SwapInCase> {};
 
-TEST_P(SwapInFault, DISABLED_OnlyTheTouchingThreadGetsSigbus) {
+TEST_P(SwapInFault, OnlyTheTouchingThreadGetsSigbus) {
   const SwapInCase c = GetParam();
   ChildResult r = RunInChild([&] { return SwapInFaultChild(c.fault, c.mapped_clean_before); },
                              std::chrono::seconds(60));
@@ -570,7 +587,7 @@ int SequentialReaderChild() {
   return kChildOk;
 }
 
-TEST(FaultInject, DISABLED_SwapInErrorHitsOnlyItsPageUnderSequentialReadAhead) {
+TEST(FaultInject, SwapInErrorHitsOnlyItsPageUnderSequentialReadAhead) {
   ChildResult r = RunInChild(SequentialReaderChild, std::chrono::seconds(60));
   EXPECT_FALSE(r.timed_out) << r.Describe();
   EXPECT_TRUE(r.exited(kChildOk)) << r.Describe();

@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,8 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/faulty_swapdev.h"
+#include "uvm/uvmexp_shm.h"
 #include "tests/test_util.h"
 
 namespace uvmrt::testing {
@@ -268,6 +271,77 @@ TEST(Shutdown, RepeatedCreateDestroyLeaksNothing) {
   EXPECT_EQ(CountEntries("/proc/self/task"), threads_before);
 }
 
+// The counters file of a process that died without destroying its runtime
+// is removed by the next runtime; a live process's file, and a file holding
+// the number a runtime would take (another copy of the library in the same
+// process), are left alone.
+int CountersFilesChild() {
+  // A process that has exited: its pid, reaped, is gone.
+  const pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  int status = 0;
+  if (dead < 0 || waitpid(dead, &status, 0) != dead) return 1;
+  // The number the next runtime of this process would take.
+  int next = -1;
+  {
+    auto first = Runtime::Create(test_options(size_t{1} << 20, 3));
+    if (!first.ok()) return 1;
+    const std::string p = (*first)->StatsPath();
+    next = atoi(p.substr(p.rfind('.') + 1).c_str()) + 1;
+  }
+  const std::string stale = absl::StrFormat("/dev/shm/uvmrt.%d.0", dead);
+  const std::string taken = absl::StrFormat("/dev/shm/uvmrt.%d.%d", getpid(), next);
+  const std::string live = absl::StrFormat("/dev/shm/uvmrt.%d.7", getppid());
+  for (const std::string& f : {stale, taken, live}) {
+    const int fd = open(f.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (fd < 0) {
+      fprintf(stderr, "cannot create %s: %s\n", f.c_str(), strerror(errno));
+      return 1;
+    }
+    if (write(fd, "x", 1) != 1) return 1;
+    close(fd);
+  }
+  auto cleanup = [&] {
+    unlink(taken.c_str());
+    unlink(live.c_str());
+    unlink(stale.c_str());
+  };
+  auto rt = Runtime::Create(test_options(size_t{1} << 20, 3));
+  if (!rt.ok()) {
+    cleanup();
+    return 1;
+  }
+  struct stat st;
+  int rc = 0;
+  if (stat(stale.c_str(), &st) == 0) {
+    fprintf(stderr, "%s of exited process %d was not removed\n", stale.c_str(), dead);
+    rc = 2;
+  }
+  if (stat(live.c_str(), &st) != 0) {
+    fprintf(stderr, "%s of the live parent was removed\n", live.c_str());
+    rc = 3;
+  }
+  if (stat(taken.c_str(), &st) != 0 || st.st_size != 1) {
+    fprintf(stderr, "%s, which the runtime did not create, was clobbered\n", taken.c_str());
+    rc = 4;
+  }
+  const std::string path = (*rt)->StatsPath();
+  if (path == taken || stat(path.c_str(), &st) != 0 ||
+      st.st_size != static_cast<off_t>(sizeof(uvm::uvmexp_shm))) {
+    fprintf(stderr, "the runtime publishes at '%s'\n", path.c_str());
+    rc = 5;
+  }
+  rt->reset();
+  if (stat(path.c_str(), &st) == 0) rc = 6;
+  cleanup();
+  return rc;
+}
+
+TEST(Shutdown, CountersFilesOfDeadProcessesAreSweptAndNumbersNotReused) {
+  ChildResult r = RunInChild(CountersFilesChild, std::chrono::seconds(30));
+  EXPECT_TRUE(r.exited(0)) << r.Describe();
+}
+
 // Threads blocked inside faults when destroy starts.  The application is to
 // stop touching memory first, but a thread already inside a fault cannot see
 // a flag: it is blocked in the kernel.  What should happen: the faults in
@@ -382,7 +456,7 @@ TEST(Shutdown, DestroyWhileAThreadIsInsideASlowFault) {
 }
 
 // Three threads and two fault threads: one fault is still queued.
-TEST(Shutdown, DISABLED_DestroyWhileMoreThreadsAreInFaultsThanFaultThreads) {
+TEST(Shutdown, DestroyWhileMoreThreadsAreInFaultsThanFaultThreads) {
   ChildResult r = RunBlockedChild([] { return BlockedInFaultChild(3); });
   EXPECT_FALSE(r.timed_out) << "destroy hung: " << r.Describe();
   EXPECT_TRUE(r.exited(kBlockedOk)) << r.Describe();
@@ -477,7 +551,7 @@ int QueuedBehindBusyReaderChild() {
   return kBlockedOk;
 }
 
-TEST(Shutdown, DISABLED_DestroyWhileAFaultWaitsBehindABusyReader) {
+TEST(Shutdown, DestroyWhileAFaultWaitsBehindABusyReader) {
   ChildResult r = RunBlockedChild(QueuedBehindBusyReaderChild);
   EXPECT_FALSE(r.timed_out) << "destroy hung: " << r.Describe();
   EXPECT_TRUE(r.exited(kBlockedOk)) << r.Describe();

@@ -451,7 +451,7 @@ int HugeMapChild() {
   return 0;
 }
 
-TEST(Stress, DISABLED_HugeOvercommitMapFailsWithAStatusNotACrash) {
+TEST(Stress, HugeOvercommitMapFailsWithAStatusNotACrash) {
   if (kSanitized) GTEST_SKIP() << "needs an address-space limit, which sanitizers do not allow";
   ChildResult r = RunInChild(HugeMapChild, std::chrono::seconds(30));
   EXPECT_TRUE(r.exited(0)) << r.Describe();

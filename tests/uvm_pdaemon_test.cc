@@ -251,7 +251,7 @@ class PdaemonTest : public ::testing::Test {
   pgent Entry(Region& r, uint64_t idx) {
     Chunk& c = r.chunk_of(idx);
     MutexLock l(&c.vmobjlock);
-    return c.ent[idx & kChunkMask];
+    return c.ent == nullptr ? pgent{} : c.ent[idx & kChunkMask];
   }
   vm_page* Page(Region& r, uint64_t idx) {
     const pgent e = Entry(r, idx);
@@ -1191,6 +1191,45 @@ TEST_F(PdaemonTest, SwapInForWriteIsDirty) {
   EXPECT_TRUE(pmap_.mapped(*r, 3));
   EXPECT_FALSE(pmap_.write_protected(*r, 3));
   ExpectConsistent();
+}
+
+// Write prediction: once a region's swapped-in pages get written, a read
+// fault that swaps a page in maps it writable (dirty), sparing the
+// first-write fault.
+TEST_F(PdaemonTest, ReadSwapInMapsWritableOnceSwappedInPagesGetWritten) {
+  std::shared_ptr<Region> r = SceneEvicted();
+  r->set_advice(Region::ADV_RANDOM);  // one page per fault
+  Fault(*r, 0, FAULT_READ);
+  ASSERT_TRUE(Flags(*r, 0) & PG_CLEAN) << "nothing written yet: mapped clean";
+  ASSERT_TRUE(pmap_.write_protected(*r, 0));
+  Fault(*r, 0, FAULT_WP);
+  ASSERT_EQ(uvm_->exp().flt_wp.load(), 1);
+
+  Fault(*r, 5, FAULT_READ);
+  EXPECT_EQ(Flags(*r, 5) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE) << "mapped dirty";
+  EXPECT_TRUE(pmap_.mapped(*r, 5));
+  EXPECT_FALSE(pmap_.write_protected(*r, 5));
+  EXPECT_TRUE(Holds(*r, 5));
+  EXPECT_EQ(uvm_->exp().flt_wp.load(), 1);
+  ExpectConsistent();
+}
+
+// The score behind the prediction: written swap-ins raise it, clean
+// evictions lower it, and every 16th swap-in is mapped clean to keep
+// learning.
+TEST(RegionWritePrediction, FollowsWritesAndCleanEvictions) {
+  Region r(0, 64, 0);
+  EXPECT_FALSE(r.swapin_map_dirty());  // swap-in 0
+  EXPECT_FALSE(r.swapin_map_dirty()) << "no evidence yet";
+  r.note_written_after_swapin();
+  for (int n = 2; n < 16; n++) EXPECT_TRUE(r.swapin_map_dirty()) << "swap-in " << n;
+  EXPECT_FALSE(r.swapin_map_dirty()) << "swap-in 16 is a clean probe";
+  EXPECT_TRUE(r.swapin_map_dirty());
+  r.note_evicted_clean();
+  EXPECT_FALSE(r.swapin_map_dirty()) << "a clean eviction cancels a written swap-in";
+  for (int i = 0; i < 1000; i++) r.note_written_after_swapin();
+  for (int i = 0; i < 64; i++) r.note_evicted_clean();
+  EXPECT_FALSE(r.swapin_map_dirty()) << "the score saturates: 64 clean evictions undo any run";
 }
 
 // The first write to a clean mapped page (FAULT_WP) makes it dirty and lifts

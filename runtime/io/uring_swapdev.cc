@@ -82,6 +82,12 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
   }
   if (fd < 0) {
     const int e = errno;
+    if (e == ENOENT) {
+      return absl::NotFoundError(absl::StrFormat(
+          "uvmrt: cannot create swap file at %s: %s: create the directory, or choose a path in an "
+          "existing writable directory",
+          path, errstr(e)));
+    }
     return absl::PermissionDeniedError(absl::StrFormat(
         "uvmrt: cannot create swap file at %s: %s: choose a writable directory or file path", path,
         errstr(e)));

@@ -9,13 +9,7 @@
 namespace uvmrt::uvm {
 
 Region::Region(uintptr_t base, uint64_t npages, uint64_t pgoff)
-    : base_(base), npages_(npages), pgoff_(pgoff), chunks_(new Chunk[nchunks()]) {
-  for (uint64_t c = 0; c < nchunks(); c++) {
-    const uint64_t n = std::min(kChunkPages, npages_ - (c << kChunkShift));
-    MutexLock l(&chunks_[c].vmobjlock);
-    chunks_[c].ent = new pgent[n];
-  }
-}
+    : base_(base), npages_(npages), pgoff_(pgoff), chunks_(new (std::nothrow) Chunk[nchunks()]) {}
 
 void Region::add_hole(uint64_t first, uint64_t n) {
   MutexLock l(&hole_lock_);
@@ -66,7 +60,11 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
     mapped_pages_ += npages;
   }
   auto r = std::make_shared<Region>(0, npages, 0);
-  absl::Status st = pmap_->create_view(*r);
+  absl::Status st = r->valid() ? pmap_->create_view(*r)
+                               : absl::ResourceExhaustedError(absl::StrFormat(
+                                     "uvmrt: no memory for the page entries of a %d-byte region: "
+                                     "map less",
+                                     npages << PAGE_SHIFT));
   if (!st.ok()) {
     WriterLock l(&maplock_);
     mapped_pages_ -= npages;
@@ -140,6 +138,10 @@ void Uvm::uao_discard(Region& r, uint64_t first, uint64_t n) {
     Chunk& c = r.chunk_of(idx);
     const uint64_t chunk_end = std::min(first + n, (idx | kChunkMask) + 1);
     MutexLock l(&c.vmobjlock);
+    if (c.ent == nullptr) {  // never touched
+      idx = chunk_end;
+      continue;
+    }
     for (; idx < chunk_end; idx++) {
       pgent& e = c.ent[idx & kChunkMask];
       if (e.frame != kNoFrame) {
@@ -242,6 +244,7 @@ void Uvm::uao_teardown(Region& r) {
     const uint64_t first = ci << kChunkShift;
     const uint64_t n = std::min(kChunkPages, r.npages() - first);
     MutexLock l(&c.vmobjlock);
+    if (c.ent == nullptr) continue;  // never touched: nothing resident, no slot
     // As uao_detach: wait for every busy page (pageout or swap-in in flight).
     for (uint64_t j = 0; j < n; j++) {
       for (;;) {

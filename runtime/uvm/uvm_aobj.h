@@ -4,7 +4,9 @@
 // Each page has an 8-byte entry: its swap slot (0: none, as uao_find_swslot)
 // and the frame that holds it when resident.  The owner lock (UVM's
 // vmobjlock) is striped: one lock per chunk of kChunkPages pages, so one big
-// region is not one big lock.
+// region is not one big lock.  A chunk's entries are allocated on its first
+// fault, so a sparse, overcommitted region costs only its chunk headers
+// (about 0.2 bytes per virtual page) until it is touched.
 //
 // Thread safety: entries are guarded by their chunk's lock; the geometry is
 // constant after construction; `dead` is set once by uao_detach.
@@ -14,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -41,13 +44,25 @@ struct Chunk {
 
   Mutex vmobjlock;
   CondVar wanted;  // PG_WANTED sleepers on this chunk's pages
+  // kChunkPages entries, or nullptr while no page of the chunk was ever
+  // touched (every page then has no frame and no slot).
   // A raw pointer: clang's analysis checks PT_GUARDED_BY on raw pointers only.
   pgent* ent ABSL_PT_GUARDED_BY(vmobjlock) = nullptr;
+
+  // Allocates the entries on first use; false if memory is short.
+  // => caller holds vmobjlock.
+  bool ensure_ent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(vmobjlock) {
+    if (ent == nullptr) ent = new (std::nothrow) pgent[kChunkPages];
+    return ent != nullptr;
+  }
 };
 
 class Region : public std::enable_shared_from_this<Region> {
  public:
+  // Check valid() after construction: the chunk headers are allocated
+  // without throwing, so a huge region fails with a Status, not an abort.
   Region(uintptr_t base, uint64_t npages, uint64_t pgoff);
+  bool valid() const { return chunks_ != nullptr; }
 
   uintptr_t base() const { return base_.load(std::memory_order_acquire); }
   uint64_t npages() const { return npages_; }
@@ -68,6 +83,21 @@ class Region : public std::enable_shared_from_this<Region> {
   // The last page a fault brought in: the sequential-access detector.
   uint64_t last_fault() const { return last_fault_.load(std::memory_order_relaxed); }
   void set_last_fault(uint64_t idx) { last_fault_.store(idx, std::memory_order_relaxed); }
+
+  // Write prediction for swap-ins.  UVM maps a page read on a read fault
+  // and lets the first write take a cheap hardware fault; here that write
+  // is a second userfaultfd round trip.  So a region whose swapped-in pages
+  // mostly get written (first-write faults) has its swap-ins mapped
+  // writable, as dirty, while one whose swapped-in pages mostly leave
+  // clean (freed by the daemon without a write) keeps mapping them clean.
+  // Every 16th swap-in is mapped clean regardless, so the score keeps
+  // learning after the workload changes.
+  void note_written_after_swapin() { bump_wscore(+1); }
+  void note_evicted_clean() { bump_wscore(-1); }
+  bool swapin_map_dirty() {
+    const uint32_t n = swapins_.fetch_add(1, std::memory_order_relaxed);
+    return (n & 15) != 0 && wscore_.load(std::memory_order_relaxed) > 0;
+  }
 
   // Pages the application unmapped (munmap, or mremap away) while the region
   // lives: [first, first + n).  They have no frame and no slot, and the
@@ -92,6 +122,15 @@ class Region : public std::enable_shared_from_this<Region> {
   std::atomic<bool> dead_{false};
   std::atomic<int> advice_{ADV_NORMAL};
   std::atomic<uint64_t> last_fault_{UINT64_MAX - 1};
+  std::atomic<int> wscore_{0};  // in [-kWscoreMax, kWscoreMax]
+  std::atomic<uint32_t> swapins_{0};
+  static constexpr int kWscoreMax = 64;
+  void bump_wscore(int d) {
+    const int v = wscore_.load(std::memory_order_relaxed);
+    if ((d > 0 && v < kWscoreMax) || (d < 0 && v > -kWscoreMax)) {
+      wscore_.store(v + d, std::memory_order_relaxed);  // a lost update is harmless
+    }
+  }
   Mutex hole_lock_;
   std::vector<std::pair<uint64_t, uint64_t>> holes_ ABSL_GUARDED_BY(hole_lock_);
 };

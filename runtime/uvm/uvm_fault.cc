@@ -66,11 +66,19 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
   const uint64_t j = idx & kChunkMask;
   const bool write = access != FAULT_READ;
   MutexLock l(&c.vmobjlock);
+  // After a failed read of a fault-around run, the faulting page is retried
+  // alone, so a bad slot fails only the page it holds.
+  bool alone = false;
   for (;;) {
     if (r.dead()) {
       // Unmapped under the faulting thread: let it retry and take SIGSEGV.
       pmap_->wake(r, idx);
       return absl::OkStatus();
+    }
+    if (!c.ensure_ent()) {
+      // No memory for the chunk's page entries: as out of memory, SIGBUS.
+      if (!pmap_->poison(r, idx).ok()) pmap_->wake(r, idx);
+      return absl::ResourceExhaustedError("uvmrt: no memory for page entries");
     }
     pgent& e = c.ent[j];
     if (e.frame != kNoFrame) {
@@ -87,7 +95,8 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       pg->clearbits(PG_DEACT);
       if (access == FAULT_WP && (pg->flags() & PQ_ACTIVE)) {
         // First write to a clean, mapped page: it is dirty from now on.
-        pg->clearbits(PG_CLEAN);
+        if (pg->flags() & PG_SWAPIN) r.note_written_after_swapin();
+        pg->clearbits(PG_CLEAN | PG_SWAPIN);
         inc(uvmexp_.flt_wp);
         absl::Status st = pmap_->unprotect(r, idx);
         if (absl::IsUnavailable(st)) {
@@ -101,7 +110,10 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       // Resident but unmapped (deactivated), or mapped by a racing fault:
       // reactivate and map, without a copy.
       pageactivate(pg);
-      if (write) pg->clearbits(PG_CLEAN);
+      if (write) {
+        if (pg->flags() & PG_SWAPIN) r.note_written_after_swapin();
+        pg->clearbits(PG_CLEAN | PG_SWAPIN);
+      }
       pg->setbits(PG_PMAP_REF);
       inc(uvmexp_.flt_react);
       const bool wp = (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
@@ -146,7 +158,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     vm_page* run[kMaxFaultAhead + 1];
     run[0] = pg;
     uint64_t n = 1;
-    const uint64_t ahead = fault_ahead(r, idx);
+    const uint64_t ahead = alone ? 0 : fault_ahead(r, idx);
     const uint32_t slot0 = e.swslot;
     const uint64_t chunk_end = std::min(r.npages(), (idx | kChunkMask) + 1);
     while (n <= ahead && idx + n < chunk_end) {
@@ -231,6 +243,12 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       pmap_->wake(r, idx);
       return absl::OkStatus();
     }
+    if (!st.ok() && n > 1) {
+      // Which slot of the run failed is unknown: read the faulting page's
+      // own slot alone before blaming it.
+      alone = true;
+      continue;
+    }
     if (!st.ok()) {
       // Only the touching thread is affected: the page is poisoned, as the
       // kernel does for a swap-in read error, and its data stays in the slot.
@@ -238,7 +256,17 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       logger()->error("uvmrt: swap-in of slot {} failed ({}); the touching thread gets SIGBUS",
                       slot0, st.ToString());
       absl::Status pst = pmap_->poison(r, idx);
-      if (!pst.ok()) pmap_->wake(r, idx);
+      while (absl::IsUnavailable(pst)) {
+        // An event is unread.  If it discarded the page meanwhile, the
+        // thread retries and reads zero; otherwise poison once it is read.
+        retry_later(c);
+        if (r.dead() || e.frame != kNoFrame || e.swslot != slot0) break;
+        pst = pmap_->poison(r, idx);
+      }
+      if (!pst.ok()) {
+        if (!absl::IsUnavailable(pst)) logger()->error("uvmrt: cannot poison the page: {}", pst.ToString());
+        pmap_->wake(r, idx);
+      }
       return st;
     }
     // If the faulting page itself was discarded, its thread retries (and
@@ -252,11 +280,16 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     const bool track = pmap_->tracks_modify();
     for (uint64_t i = 0; i < n; i++) {
       if (!good[i]) continue;
-      if (track) run[i]->setbits(PG_CLEAN);
+      if (track) run[i]->setbits(PG_CLEAN | PG_SWAPIN);
       run[i]->setbits(PG_PMAP_REF);
       pageactivate(run[i]);
     }
-    if (write && good[0]) run[0]->clearbits(PG_CLEAN);
+    // A read fault maps the page writable too when the region's swapped-in
+    // pages mostly get written (Region::swapin_map_dirty): one fault
+    // instead of two.
+    if (good[0] && (write || (track && r.swapin_map_dirty()))) {
+      run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
+    }
     // Map the resident pages, a contiguous run per call.
     absl::Status mst;
     for (uint64_t i = 0; i < n && mst.ok();) {

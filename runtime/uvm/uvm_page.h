@@ -31,6 +31,7 @@ inline constexpr uint32_t PG_CLEAN = 0x0004;       // page matches its swap slot
 inline constexpr uint32_t PG_RELEASED = 0x0008;    // free when un-busied
 inline constexpr uint32_t PG_PMAP_REF = 0x0010;    // pmap reference bit (soft)
 inline constexpr uint32_t PG_DEACT = 0x0020;       // being unmapped by the active scan
+inline constexpr uint32_t PG_SWAPIN = 0x0040;      // swapped in clean, not written since
 inline constexpr uint32_t PQ_ACTIVE = 0x0100;      // on the active queue
 inline constexpr uint32_t PQ_INACTIVE = 0x0200;    // on the inactive queue
 inline constexpr uint32_t PQ_SWAPBACKED = 0x0400;  // backed by swap (always, here)

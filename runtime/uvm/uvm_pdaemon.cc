@@ -208,6 +208,7 @@ void Uvm::uvmpd_scan_inactive() {
       if (p->flags() & PG_CLEAN) {
         // this page now lives only in swap
         inc(uvmexp_.swpgonly);
+        if (p->flags() & PG_SWAPIN) r->note_evicted_clean();
         c.ent[p->offset & kChunkMask].frame = kNoFrame;
         uvm_pagefree(p);
         inc(uvmexp_.pdfreed);
@@ -354,7 +355,7 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
         const uint32_t slot = uao_set_swslot(c, idx, 0);
         if (slot != 0) {
           uvm_swap_free(static_cast<int>(slot), 1);
-          p->clearbits(PG_CLEAN);
+          p->clearbits(PG_CLEAN | PG_SWAPIN);
           swap_shortage--;
         }
       }

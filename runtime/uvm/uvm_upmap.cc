@@ -195,7 +195,8 @@ absl::Status UffdPmap::create_view(Region& r) {
     Region tmp(0, r.npages(), *off);
     free_range(tmp);
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "uvmrt: cannot map %d bytes: %s: map less or raise vm.max_map_count", bytes, errstr(e)));
+        "uvmrt: cannot map %d bytes: %s: map less, or raise the address-space limit (ulimit -v) "
+        "or vm.max_map_count", bytes, errstr(e)));
   }
   // A forked child must not see this memory: it would read zeros where pages
   // were evicted (design.md).  Children get no mapping here at all.
@@ -370,10 +371,23 @@ absl::Status UffdPmap::poison(const Region& r, uint64_t idx) {
   uffdio_poison p{};
   p.range.start = r.addr(idx);
   p.range.len = PAGE_SIZE;
-  for (;;) {
+  for (bool cleared = false;; cleared = true) {
     if (ioctl(uffd_, UFFDIO_POISON, &p) == 0) return absl::OkStatus();
     if (errno == EAGAIN) return kMmapChanging();
-    return absl::InternalError("UFFDIO_POISON: " + errstr(errno));
+    if (errno != EEXIST || cleared || !wp_) {
+      return absl::InternalError("UFFDIO_POISON: " + errstr(errno));
+    }
+    // A page once mapped write-protected and then evicted leaves a uffd-wp
+    // marker in its page table entry, and UFFDIO_POISON needs an empty one.
+    // Resolving write protection on the range drops the marker; the
+    // faulting thread stays asleep until the poison wakes it.
+    uffdio_writeprotect w{};
+    w.range = p.range;
+    w.mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &w) != 0) {
+      if (errno == EAGAIN) return kMmapChanging();
+      return absl::InternalError("UFFDIO_WRITEPROTECT before UFFDIO_POISON: " + errstr(errno));
+    }
   }
 }
 

@@ -1,7 +1,12 @@
 // uvmexp_shm.cc: publishing the uvmexp counters in shared memory.
 #include "uvm/uvmexp_shm.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -24,14 +29,42 @@ int64_t now_ns() {
   clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
+
+// Removes the counters files that processes which died without destroying
+// their runtimes left behind: those of this user whose pid is gone.
+void sweep_stale() {
+  DIR* d = opendir("/dev/shm");
+  if (d == nullptr) return;
+  const uid_t me = geteuid();
+  while (dirent* de = readdir(d)) {
+    long pid = 0;
+    int n = 0;
+    char tail = 0;
+    if (sscanf(de->d_name, "uvmrt.%ld.%d%c", &pid, &n, &tail) != 2 || pid <= 0) continue;
+    if (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != me) continue;
+    if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
+      logger()->debug("uvmrt: removed /dev/shm/{} of exited process {}", de->d_name, pid);
+    }
+  }
+  closedir(d);
+}
 }  // namespace
 
 std::unique_ptr<UvmexpChannel> UvmexpChannel::Create() {
+  sweep_stale();
   std::unique_ptr<UvmexpChannel> ch(new UvmexpChannel());
-  const int n = runtime_seq.fetch_add(1);
-  const std::string path = absl::StrFormat("/dev/shm/uvmrt.%d.%d", getpid(), n);
+  // O_EXCL: another copy of the library in this process (its own runtime
+  // numbering) may hold a number already; take the next free one.
+  std::string path;
+  int fd = -1;
+  for (int tries = 0; tries < 1024 && fd < 0; tries++) {
+    path = absl::StrFormat("/dev/shm/uvmrt.%d.%d", getpid(), runtime_seq.fetch_add(1));
+    fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   void* mem = MAP_FAILED;
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd >= 0 && ftruncate(fd, sizeof(uvmexp_shm)) == 0) {
     mem = mmap(nullptr, sizeof(uvmexp_shm), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   }

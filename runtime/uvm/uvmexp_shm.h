@@ -5,7 +5,9 @@
 // /dev/shm/uvmrt.<pid>.<n> (n counts the runtimes of the process), laid out
 // as uvmexp_shm.  The runtime updates the counters in place, with no lock;
 // readers map the file read-only and load the atomics.  The file is removed
-// when the runtime is destroyed.
+// when the runtime is destroyed; files left by processes that died without
+// destroying their runtimes are removed by the next runtime started by the
+// same user.
 #ifndef UVMRT_UVM_UVMEXP_SHM_H_
 #define UVMRT_UVM_UVMEXP_SHM_H_
 
