@@ -336,6 +336,76 @@ TEST_F(SwapTest, NearlyFullAllocationsStillSucceed) {
   ExpectAccounting();
 }
 
+// Random churn against a model: every allocation is a run that was free,
+// a full-length request fails only if no free run that long exists anywhere,
+// and a lessok run is shorter than asked only if no full run existed.
+class SwapChurnTest : public SwapTest, public ::testing::WithParamInterface<uint64_t> {};
+
+TEST_P(SwapChurnTest, ChurnAgreesWithAModel) {
+  const uint64_t kSlots = GetParam();
+  Init(kSlots);
+  std::vector<bool> used(kSlots + 1, false);
+  used[0] = true;
+  auto longest_free = [&] {
+    uint64_t best = 0, run = 0;
+    for (uint64_t s = 1; s <= kSlots; s++) {
+      run = used[s] ? 0 : run + 1;
+      best = std::max(best, run);
+    }
+    return best;
+  };
+  std::vector<std::pair<int, int>> live;
+  uint64_t x = 42;
+  auto rnd = [&](uint64_t m) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (x >> 33) % m;
+  };
+  for (int i = 0; i < 20000; i++) {
+    if (!live.empty() && rnd(100) < 48) {
+      const size_t k = rnd(live.size());
+      const auto [s, n] = live[k];
+      // Free part or all of the run.
+      const int cut = static_cast<int>(rnd(static_cast<uint64_t>(n))) + 1;
+      uvm_->uvm_swap_free(s, cut);
+      for (int j = 0; j < cut; j++) used[static_cast<size_t>(s + j)] = false;
+      if (cut == n) {
+        live.erase(live.begin() + static_cast<long>(k));
+      } else {
+        live[k] = {s + cut, n - cut};
+      }
+      continue;
+    }
+    const int want = static_cast<int>(rnd(100) < 80 ? 1 + rnd(16) : 1 + rnd(200));
+    const bool lessok = rnd(2) == 0;
+    const uint64_t longest = longest_free();
+    int n = want;
+    const int s = uvm_->uvm_swap_alloc(&n, lessok);
+    if (s == 0) {
+      ASSERT_TRUE(lessok ? longest == 0 : longest < static_cast<uint64_t>(want))
+          << "iteration " << i << ": want " << want << ", a run of " << longest << " was free";
+      continue;
+    }
+    ASSERT_GE(n, 1);
+    ASSERT_LE(n, want);
+    if (n < want) {
+      ASSERT_TRUE(lessok) << "iteration " << i;
+      ASSERT_LT(longest, static_cast<uint64_t>(want)) << "iteration " << i << ": a full run was free";
+    }
+    for (int j = 0; j < n; j++) {
+      ASSERT_GE(s + j, 1);
+      ASSERT_LE(static_cast<uint64_t>(s + j), kSlots);
+      ASSERT_FALSE(used[static_cast<size_t>(s + j)]) << "iteration " << i << ": slot " << s + j;
+      used[static_cast<size_t>(s + j)] = true;
+    }
+    live.emplace_back(s, n);
+  }
+  ExpectAccounting();
+}
+
+// 5000 slots leave a partial last word; with 4095 (and slot 0) the bitmap
+// ends exactly at a word and a group, with no spare bits after the last slot.
+INSTANTIATE_TEST_SUITE_P(Sizes, SwapChurnTest, ::testing::Values(5000, 4095, 1023));
+
 // A free run that straddles the next-fit cursor is found whole.  (Found
 // broken while these tests were written: a request for all of a free swap
 // failed after one allocation and free; fixed in 4eb8be0.)

@@ -280,6 +280,15 @@ class Uvm {
   };
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_dropswap(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  // Clean pages the inactive scan frees, contiguous in one region: held
+  // PG_BUSY until their backing is punched out with one call.
+  struct free_batch {
+    std::shared_ptr<Region> region;
+    uint64_t first = 0;
+    std::vector<vm_page*> pages;  // pages first, first + 1, ...
+  };
+  static constexpr size_t kFreeBatch = 64;
+  void uvmpd_free_batch(free_batch& b) ABSL_LOCKS_EXCLUDED(pageqlock_);
 
   bool swapcluster_allocslots(swapcluster* swc);
   int swapcluster_add(swapcluster* swc, Chunk& c, vm_page* pg)
@@ -297,6 +306,8 @@ class Uvm {
   fault_outcome uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
                                  absl::Status* st);
   bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
+  uint64_t swap_find_run(uint64_t want) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
+  static constexpr uint64_t kSwapGroup = 256;  // slots per swap_group_free_ count
   void swap_setbits(uint64_t s, uint64_t n, bool v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
 
   // Constant after construction.

@@ -78,7 +78,6 @@ Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev, uvmexp_t* stats
     // returns them.
     for (uint64_t s = nslots + 1; s < words * 64; s++) swap_setbits(s, 1, true);
     swap_group_free_.clear();
-    constexpr uint64_t kSwapGroup = 256;
     for (uint64_t g = 0; g * kSwapGroup < words * 64; g++) {
       uint32_t nfree = 0;
       for (uint64_t s = g * kSwapGroup; s < std::min((g + 1) * kSwapGroup, words * 64); s++) {

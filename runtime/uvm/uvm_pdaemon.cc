@@ -166,6 +166,7 @@ pager_result Uvm::swapcluster_flush(swapcluster* swc) {
  */
 void Uvm::uvmpd_scan_inactive() {
   swapcluster swc;
+  free_batch fb;
   vm_page iter;
   iter.pg_flags.store(PQ_ITER, std::memory_order_relaxed);
   int dirtyreacts = 0;
@@ -178,7 +179,9 @@ void Uvm::uvmpd_scan_inactive() {
     if (p == nullptr) break;
     // see if we've met our target
     const int64_t free = get(uvmexp_.free);
-    if (free + get(uvmexp_.paging) >= (freetarg << 2) || dirtyreacts == UVMPD_NUMDIRTYREACTS) {
+    const int64_t batched = static_cast<int64_t>(fb.pages.size());
+    if (free + batched + get(uvmexp_.paging) >= (freetarg << 2) ||
+        dirtyreacts == UVMPD_NUMDIRTYREACTS) {
       break;
     }
     inc(uvmexp_.pdscans);
@@ -187,11 +190,25 @@ void Uvm::uvmpd_scan_inactive() {
     // important to "try" locking the object as we are locking in the wrong
     // order (pageq -> object) and we don't want to deadlock.
     Region* r = p->uobject;
+    // A page that does not extend the batch of clean pages ends it (its
+    // flags are only peeked at here).  The batch is freed without
+    // pageqlock; afterwards the page is looked at only if it is still the
+    // same inactive page.
+    if (!fb.pages.empty() &&
+        (fb.region.get() != r || fb.first + fb.pages.size() != p->offset ||
+         fb.pages.size() >= kFreeBatch || !(p->flags() & PG_CLEAN))) {
+      const uint64_t off = p->offset;
+      pageqlock_.Unlock();
+      uvmpd_free_batch(fb);
+      pageqlock_.Lock();
+      if (!(p->flags() & PQ_INACTIVE) || p->uobject != r || p->offset != off) continue;
+    }
     Chunk& c = r->chunk_of(p->offset);
     if (!c.vmobjlock.TryLock()) continue;
     pageqlock_.Unlock();
 
     bool flush = false;
+    bool to_free = false;
     do {
       if (r->dead()) break;  // uao_detach is freeing it
       // move referenced pages back to active queue and skip to next page.
@@ -204,14 +221,13 @@ void Uvm::uvmpd_scan_inactive() {
         inc(uvmexp_.pdbusy);
         break;
       }
-      // the page is not busy.  if the page is clean we can free it now.
+      // the page is not busy.  if the page is clean we can free it now:
+      // in a batch with its clean neighbours (uvmpd_free_batch), busy
+      // until then.
       if (p->flags() & PG_CLEAN) {
-        // this page now lives only in swap
-        inc(uvmexp_.swpgonly);
-        if (p->flags() & PG_SWAPIN) r->note_evicted_clean();
-        c.ent[p->offset & kChunkMask].frame = kNoFrame;
-        uvm_pagefree(p);
-        inc(uvmexp_.pdfreed);
+        p->setbits(PG_BUSY);
+        to_free = true;
+        if (fb.pages.empty()) fb.region = r->shared_from_this();
         break;
       }
       // this page is dirty, skip it if we'll have met our free target when
@@ -247,6 +263,10 @@ void Uvm::uvmpd_scan_inactive() {
       flush = swapcluster_nused(&swc) >= swc.swc_nallocated;
     } while (false);
     c.vmobjlock.Unlock();
+    if (to_free) {
+      if (fb.pages.empty()) fb.first = p->offset;
+      fb.pages.push_back(p);
+    }
 
     // now consider doing the pageout: a full cluster is written now.
     if (flush) swapcluster_flush(&swc);
@@ -255,8 +275,45 @@ void Uvm::uvmpd_scan_inactive() {
   page_inactive_.remove(&iter);
   pageqlock_.Unlock();
 
+  uvmpd_free_batch(fb);
   // the final pageout of a partial cluster.
   swapcluster_flush(&swc);
+}
+
+/*
+ * uvmpd_free_batch: free a batch of clean inactive pages, contiguous in one
+ * region.  Each frame's backing page is punched out of the memfd before the
+ * frame is freed (the budget invariant); one call for the batch costs one
+ * TLB shootdown instead of one per page.  The pages stay PG_BUSY until
+ * then, so a fault on one waits and then swaps it in again.
+ *
+ * => page daemon; holds no lock.
+ */
+void Uvm::uvmpd_free_batch(free_batch& b) {
+  if (b.pages.empty()) return;
+  Region& r = *b.region;
+  pmap_->release(r, b.first, b.pages.size());
+  for (size_t i = 0; i < b.pages.size(); i++) {
+    vm_page* p = b.pages[i];
+    const uint64_t idx = b.first + i;
+    Chunk& c = r.chunk_of(idx);
+    MutexLock l(&c.vmobjlock);
+    const uint32_t f = p->flags();
+    uvm_page_unbusy(c, p);
+    if (f & PG_RELEASED) {
+      // Discarded meanwhile: frame and slot go.
+      uvm_page_release(c, p);
+      continue;
+    }
+    // this page now lives only in swap
+    inc(uvmexp_.swpgonly);
+    if (f & PG_SWAPIN) r.note_evicted_clean();
+    c.ent[idx & kChunkMask].frame = kNoFrame;
+    uvm_pagefree(p, /*release_backing=*/false);
+    inc(uvmexp_.pdfreed);
+  }
+  b.pages.clear();
+  b.region.reset();
 }
 
 /*

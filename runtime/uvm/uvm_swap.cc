@@ -3,21 +3,19 @@
 //
 // Slots are one bit each in swap_map_; a bit is set while the slot is
 // allocated, and for ever once it is marked bad.  Allocation is next-fit from
-// a cursor, skipping groups of kSwapGroup slots whose summary count says they
-// are full, so it stays fast as swap fills (Linux keeps 256-page cluster free
-// lists for the same reason).
+// a cursor, a 64-slot word at a time, skipping groups of kSwapGroup slots
+// whose summary count says they are full, so it stays fast as swap fills and
+// fragments (Linux keeps 256-page cluster free lists for the same reason).
 #include <errno.h>
 
 #include <algorithm>
+#include <bit>
 
 #include "runtime/log.h"
 #include "uvm/uvm.h"
 
 namespace uvmrt::uvm {
 
-namespace {
-constexpr uint64_t kSwapGroup = 256;
-}
 
 bool Uvm::swap_bit(uint64_t s) const {
   return (swap_map_[s / 64] >> (s % 64)) & 1;
@@ -38,49 +36,76 @@ void Uvm::swap_setbits(uint64_t s, uint64_t n, bool v) {
   }
 }
 
+// swap_find_run: the first free run of at least `want` slots at or after
+// the next-fit cursor (wrapping once to the start; runs do not wrap around
+// the end of the file), or 0.  Works a 64-slot word at a time: full words
+// and full groups are skipped, a free word extends the run in hand, and
+// a run inside a mixed word is found with shifted ANDs of its free mask.
+uint64_t Uvm::swap_find_run(uint64_t want) const {
+  const uint64_t nwords = swap_map_.size();
+  const uint64_t slack = (want + 63) / 64 + 1;  // to finish a run straddling the cursor
+  uint64_t w = swap_cursor_ / 64;
+  uint64_t run = 0;  // free slots ending at the previous word's top
+  for (uint64_t k = 0; k < nwords + slack; k++, w++) {
+    if (w >= nwords) {
+      w = 0;
+      run = 0;
+    }
+    const uint64_t base = w * 64;
+    if (base % kSwapGroup == 0 && swap_group_free_[base / kSwapGroup] == 0) {
+      const uint64_t skip = std::min<uint64_t>(kSwapGroup / 64, nwords - w) - 1;
+      w += skip;
+      k += skip;
+      run = 0;
+      continue;
+    }
+    const uint64_t f = ~swap_map_[w];  // free slots
+    if (f == ~uint64_t{0}) {
+      run += 64;
+      if (run >= want) return base + 64 - run;
+      continue;
+    }
+    // The run in hand continues into this word's low free bits.
+    const uint64_t lo = static_cast<uint64_t>(std::countr_one(f));
+    if (run + lo >= want) return base - run;
+    // A run wholly inside the word: bit i of y stays set only if slots
+    // i..i+want-1 are all free.
+    if (want <= 64) {
+      uint64_t y = f;
+      for (uint64_t have = 1; have < want;) {
+        const uint64_t step = std::min(have, want - have);
+        y &= y >> step;
+        have += step;
+      }
+      if (y != 0) return base + static_cast<uint64_t>(std::countr_zero(y));
+    }
+    run = static_cast<uint64_t>(std::countl_one(f));
+  }
+  return 0;
+}
+
+// uvm_swap_alloc: allocate `*n` contiguous slots.  With `lessok`, a shorter
+// run is accepted when no run of *n is free: as UVM retries with fewer
+// slots, the request is halved until a run is found, and that run is then
+// taken up to *n slots long.
 int Uvm::uvm_swap_alloc(int* n, bool lessok) {
   MutexLock l(&swap_lock_);
   const uint64_t want = static_cast<uint64_t>(*n);
-  const uint64_t nbits = swap_map_.size() * 64;
-  uint64_t best = 0, bestlen = 0;
-  uint64_t run = 0, runstart = 0;
-  // Next-fit: scan every slot once from the cursor, and `want` more, so a
-  // free run that straddles the cursor is found whole.  Runs do not wrap
-  // around the end of the file.
-  uint64_t s = swap_cursor_;
-  for (uint64_t scanned = 0; scanned < nbits + want;) {
-    if (s >= nbits) {
-      s = 0;
-      run = 0;
-    }
-    if (s % kSwapGroup == 0 && swap_group_free_[s / kSwapGroup] == 0) {
-      run = 0;
-      const uint64_t skip = std::min(kSwapGroup, nbits - s);
-      s += skip;
-      scanned += skip;
-      continue;
-    }
-    if (!swap_bit(s)) {
-      if (run == 0) runstart = s;
-      run++;
-      if (run > bestlen) {
-        best = runstart;
-        bestlen = run;
-      }
-      if (run == want) break;
-    } else {
-      run = 0;
-    }
-    s++;
-    scanned++;
+  uint64_t need = want;
+  uint64_t start = swap_find_run(need);
+  while (start == 0 && lessok && need > 1) {
+    need /= 2;
+    start = swap_find_run(need);
   }
-  if (bestlen == 0 || (bestlen < want && !lessok)) return 0;
-  const uint64_t got = std::min(bestlen, want);
-  swap_setbits(best, got, true);
-  swap_cursor_ = best + got;
+  if (start == 0) return 0;
+  uint64_t got = need;
+  const uint64_t nbits = swap_map_.size() * 64;
+  while (got < want && start + got < nbits && !swap_bit(start + got)) got++;
+  swap_setbits(start, got, true);
+  swap_cursor_ = start + got;
   inc(uvmexp_.swpginuse, static_cast<int64_t>(got));
   *n = static_cast<int>(got);
-  return static_cast<int>(best);
+  return static_cast<int>(start);
 }
 
 void Uvm::uvm_swap_free(int slot, int n) {
