@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <deque>
 #include <thread>
 #include <vector>
@@ -37,6 +38,7 @@ class RuntimeImpl {
   void handle_msg(const uffd_msg& m);
   void dispatch_fault(const uffd_msg& m);
   void worker_loop();
+  void drain_faults();
 
   struct FaultWork {
     std::shared_ptr<uvm::Region> region;
@@ -55,7 +57,13 @@ class RuntimeImpl {
   Mutex work_lock;
   std::deque<FaultWork> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
-  CondVar work_cv;
+  int busy_workers ABSL_GUARDED_BY(work_lock) = 0;
+  // Destroy: 1 = the reader drains the userfaultfd and goes on; 2 = it
+  // drains and exits.  `drained` says phase 1 is done.
+  std::atomic<int> stop_phase{0};
+  bool drained ABSL_GUARDED_BY(work_lock) = false;
+  CondVar work_cv;  // work queued
+  CondVar idle_cv;  // the reader drained, or the workers went idle
   std::thread pagedaemon;
   std::thread aiodone;
 };
@@ -184,6 +192,12 @@ void RuntimeImpl::reader_loop() {
     // thread that faulted before destroy began is served, not left for the
     // views' removal to kill.
     const bool stop = fds[1].revents != 0;
+    if (stop) {
+      uint64_t v;
+      if (read(stopfd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+        logger()->error("uvmrt: userfaultfd reader: reading the stop event: {}", strerror(errno));
+      }
+    }
     for (;;) {
       ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
       if (n < 0) {
@@ -200,7 +214,12 @@ void RuntimeImpl::reader_loop() {
       }
       if (!stop) break;
     }
-    if (stop) return;
+    if (stop) {
+      if (stop_phase.load() >= 2) return;
+      MutexLock l(&work_lock);
+      drained = true;
+      idle_cv.SignalAll();
+    }
   }
 }
 
@@ -234,18 +253,46 @@ void RuntimeImpl::worker_loop() {
       if (work.empty()) return;
       w = std::move(work.front());
       work.pop_front();
+      busy_workers++;
     }
     absl::Status st = uvm->uvm_fault(*w.region, w.idx, w.access);
     if (!st.ok()) logger()->warn("uvmrt: fault on page {}: {}", w.idx, st.ToString());
+    MutexLock l(&work_lock);
+    if (--busy_workers == 0 && work.empty()) idle_cv.SignalAll();
+  }
+}
+
+// Phase 1 of destroy: the reader drains the userfaultfd and the workers
+// finish every fault queued, while the page daemon still frees frames for
+// them.  Bounded: a fault that cannot finish (out of swap) gives up in
+// uvm_wait after 5 s.
+// => destroying thread; holds no lock.
+void RuntimeImpl::drain_faults() {
+  if (!reader.joinable()) return;
+  stop_phase.store(1);
+  uint64_t one = 1;
+  if (write(stopfd, &one, sizeof(one)) != sizeof(one)) return;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  MutexLock l(&work_lock);
+  while (!(drained && work.empty() && busy_workers == 0)) {
+    if (idle_cv.WaitWithTimeout(&work_lock, deadline - absl::Now()) || absl::Now() >= deadline) {
+      if (!(drained && work.empty() && busy_workers == 0)) {
+        logger()->warn("uvmrt: destroy: faults still in progress after 10 s; stopping anyway");
+      }
+      return;
+    }
   }
 }
 
 RuntimeImpl::~RuntimeImpl() {
-  // The page daemon first: its unmapping calls need the reader to read
-  // their events.  Then the reader and the workers; workers in uvm_wait see
-  // the stop.  aiodone last, once no write is in flight.
+  // Faults already raised are served first (drain_faults).  Then the page
+  // daemon: its unmapping calls need the reader to read their events.  Then
+  // the reader and the workers; workers in uvm_wait see the stop.  aiodone
+  // last, once no write is in flight.
+  drain_faults();
   if (uvm != nullptr) uvm->stop();
   if (pagedaemon.joinable()) pagedaemon.join();
+  stop_phase.store(2);
   if (stopfd >= 0) {
     uint64_t one = 1;
     if (write(stopfd, &one, sizeof(one)) != sizeof(one)) {

@@ -20,8 +20,8 @@
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/faulty_swapdev.h"
-#include "uvm/uvmexp_shm.h"
 #include "tests/test_util.h"
+#include "uvm/uvmexp_shm.h"
 
 namespace uvmrt::testing {
 namespace {

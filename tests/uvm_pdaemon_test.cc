@@ -1315,15 +1315,16 @@ TEST_F(PdaemonTest, SwapInReadErrorPoisonsThePage) {
 // With sequential advice a zero-fill fault fills the following free pages of
 // the chunk too (kMaxFaultAhead of them), in one go.
 TEST_F(PdaemonTest, FaultAroundZeroFillsARun) {
-  Init(64, 8, 64);
-  std::shared_ptr<Region> r = Map(40);
+  constexpr uint64_t kRun = kMaxFaultAhead + 1;
+  Init(2 * kRun, 8, 64);
+  std::shared_ptr<Region> r = Map(kRun + 8);
   r->set_advice(Region::ADV_SEQUENTIAL);
   Fault(*r, 2, FAULT_WRITE);
   EXPECT_EQ(uvm_->exp().flt_zfill.load(), 1);
   EXPECT_EQ(uvm_->exp().flt_around.load(), static_cast<int64_t>(kMaxFaultAhead));
-  EXPECT_EQ(uvm_->exp().free.load(), 64 - 32);
-  for (uint64_t i = 0; i < 40; i++) {
-    const bool in_run = i >= 2 && i < 2 + 32;
+  EXPECT_EQ(uvm_->exp().free.load(), static_cast<int64_t>(2 * kRun - kRun));
+  for (uint64_t i = 0; i < kRun + 8; i++) {
+    const bool in_run = i >= 2 && i < 2 + kRun;
     EXPECT_EQ(Entry(*r, i).frame != kNoFrame, in_run) << "page " << i;
     if (!in_run) continue;
     EXPECT_EQ(Flags(*r, i) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE) << "page " << i;

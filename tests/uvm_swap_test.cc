@@ -389,7 +389,8 @@ TEST_P(SwapChurnTest, ChurnAgreesWithAModel) {
     ASSERT_LE(n, want);
     if (n < want) {
       ASSERT_TRUE(lessok) << "iteration " << i;
-      ASSERT_LT(longest, static_cast<uint64_t>(want)) << "iteration " << i << ": a full run was free";
+      ASSERT_LT(longest, static_cast<uint64_t>(want))
+          << "iteration " << i << ": a full run was free";
     }
     for (int j = 0; j < n; j++) {
       ASSERT_GE(s + j, 1);

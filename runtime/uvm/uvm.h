@@ -48,8 +48,8 @@ inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
 // Fault-around: the most pages one fault brings in after the faulting one
 // (UVM's nforw), with sequential advice, and with normal advice on
 // sequential access.
-inline constexpr uint64_t kMaxFaultAhead = 31;
-inline constexpr uint64_t kNormalFaultAhead = 15;
+inline constexpr uint64_t kMaxFaultAhead = 127;
+inline constexpr uint64_t kNormalFaultAhead = 63;
 
 // Fault access kinds handed to uvm_fault.
 enum fault_access { FAULT_READ, FAULT_WRITE, FAULT_WP };
@@ -303,6 +303,15 @@ class Uvm {
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
   uint64_t fault_ahead(const Region& r, uint64_t idx) const;
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
+  absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                  uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE };
+  absl::Status uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run, uint64_t n,
+                                uint32_t slot0, bool write, swapin_retry* retry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  absl::Status uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uint32_t slot0,
+                                       const absl::Status& st)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   fault_outcome uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
                                  absl::Status* st);
   bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);

@@ -174,146 +174,181 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     r.set_last_fault(idx + n - 1);
 
     if (slot0 == 0) {
-      // Zero-fill on first touch (or after the page was discarded).
-      // Counters and queues are updated before the mapping call, which wakes
-      // the faulting thread.
-      inc(uvmexp_.flt_zfill);
-      inc(uvmexp_.flt_around, static_cast<int64_t>(n - 1));
-      for (uint64_t i = 0; i < n; i++) {
-        run[i]->setbits(PG_PMAP_REF);
-        pageactivate(run[i]);
-      }
-      uint64_t done = 0;
-      absl::Status st = pmap_->zerofill_run(r, idx, n, &done);
-      if (absl::IsUnavailable(st)) done = 0;
-      // Pages not filled give their frames back.
-      for (uint64_t i = done; i < n; i++) {
-        c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
-        uvm_pagefree(run[i]);
-      }
-      dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max<uint64_t>(done, 1)));
+      absl::Status st = uvm_fault_zerofill(r, c, idx, run, n);
       if (absl::IsUnavailable(st)) {
-        dec(uvmexp_.flt_zfill);
         if (nowait) return kWouldBlock();
         retry_later(c);
         continue;
       }
       return st;
     }
-
-    // Swap-in: the frames are busy while the slots are read into them, so
-    // other faults on the pages wait, and the daemon and detach leave them
-    // alone.  Slots written by one cluster come back in one read.
-    for (uint64_t i = 0; i < n; i++) run[i]->setbits(PG_BUSY);
-    c.vmobjlock.Unlock();
-    absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
-    c.vmobjlock.Lock();
-    // Which of the run's pages end up resident.  A page discarded meanwhile
-    // (PG_RELEASED) reads zero now; after a failed read every page gives its
-    // frame back and keeps its slot.
-    bool good[kMaxFaultAhead + 1];
-    uint64_t ngood = 0;
-    bool released = false;  // the faulting page itself was discarded
-    for (uint64_t i = 0; i < n; i++) {
-      vm_page* p = run[i];
-      pgent& pe = c.ent[(idx + i) & kChunkMask];
-      good[i] = false;
-      uvm_page_unbusy(c, p);
-      if (r.dead()) {
-        // Detached meanwhile: uao_detach frees frame and slot as those of a
-        // resident page.
-        dec(uvmexp_.swpgonly);
-        continue;
-      }
-      if (p->flags() & PG_RELEASED) {
-        uvm_page_release(c, p);
-        dec(uvmexp_.swpgonly);
-        if (i == 0) released = true;
-        continue;
-      }
-      if (!st.ok()) {
-        pe.frame = kNoFrame;
-        uvm_pagefree(p);
-        continue;
-      }
-      good[i] = true;
-      ngood++;
-    }
-    if (r.dead()) {
-      pmap_->wake(r, idx);
-      return absl::OkStatus();
-    }
-    if (!st.ok() && n > 1) {
-      // Which slot of the run failed is unknown: read the faulting page's
-      // own slot alone before blaming it.
+    swapin_retry retry = SWAPIN_DONE;
+    absl::Status st = uvm_fault_swapin(r, c, idx, run, n, slot0, write, &retry);
+    if (retry == SWAPIN_RETRY_ALONE) {
       alone = true;
       continue;
     }
-    if (!st.ok()) {
-      // Only the touching thread is affected: the page is poisoned, as the
-      // kernel does for a swap-in read error, and its data stays in the slot.
-      inc(uvmexp_.swapinerr);
-      logger()->error("uvmrt: swap-in of slot {} failed ({}); the touching thread gets SIGBUS",
-                      slot0, st.ToString());
-      absl::Status pst = pmap_->poison(r, idx);
-      while (absl::IsUnavailable(pst)) {
-        // An event is unread.  If it discarded the page meanwhile, the
-        // thread retries and reads zero; otherwise poison once it is read.
-        retry_later(c);
-        if (r.dead() || e.frame != kNoFrame || e.swslot != slot0) break;
-        pst = pmap_->poison(r, idx);
-      }
-      if (!pst.ok()) {
-        if (!absl::IsUnavailable(pst)) logger()->error("uvmrt: cannot poison the page: {}", pst.ToString());
-        pmap_->wake(r, idx);
-      }
-      return st;
-    }
-    // If the faulting page itself was discarded, its thread retries (and
-    // reads zero); the rest of the run is resident all the same.
-    dec(uvmexp_.swpgonly, static_cast<int64_t>(ngood));
-    inc(uvmexp_.pgswapin, static_cast<int64_t>(ngood));
-    inc(uvmexp_.flt_swapin);
-    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
-    // The pages match their slots until written; the faulting page is dirty
-    // at once if this is a write.
-    const bool track = pmap_->tracks_modify();
-    for (uint64_t i = 0; i < n; i++) {
-      if (!good[i]) continue;
-      if (track) run[i]->setbits(PG_CLEAN | PG_SWAPIN);
-      run[i]->setbits(PG_PMAP_REF);
-      pageactivate(run[i]);
-    }
-    // A read fault maps the page writable too when the region's swapped-in
-    // pages mostly get written (Region::swapin_map_dirty): one fault
-    // instead of two.
-    if (good[0] && (write || (track && r.swapin_map_dirty()))) {
-      run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
-    }
-    // Map the resident pages, a contiguous run per call.
-    absl::Status mst;
-    for (uint64_t i = 0; i < n && mst.ok();) {
-      if (!good[i]) {
-        i++;
-        continue;
-      }
-      uint64_t j = i + 1;
-      const bool wp = track && (run[i]->flags() & PG_CLEAN);
-      while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
-      mst = pmap_->enter_run(r, idx + i, j - i, wp);
-      i = j;
-    }
-    if (released) {
-      pmap_->wake(r, idx);
-      return absl::OkStatus();
-    }
-    if (absl::IsUnavailable(mst)) {
+    if (retry == SWAPIN_RETRY_MAP) {
       // The pages are resident and consistent; map them on the next round.
       retry_later(c);
       continue;
     }
-    return mst;
+    return st;
   }
+}
+
+// Zero-fill on first touch (or after the page was discarded) of the run
+// run[0..n) at idx.  Unavailable: nothing was done (an event is pending).
+// => caller holds c.vmobjlock, c == r.chunk_of(idx).
+absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                     uint64_t n) {
+  // Counters and queues are updated before the mapping call, which wakes
+  // the faulting thread.
+  inc(uvmexp_.flt_zfill);
+  inc(uvmexp_.flt_around, static_cast<int64_t>(n - 1));
+  for (uint64_t i = 0; i < n; i++) {
+    run[i]->setbits(PG_PMAP_REF);
+    pageactivate(run[i]);
+  }
+  uint64_t done = 0;
+  absl::Status st = pmap_->zerofill_run(r, idx, n, &done);
+  if (absl::IsUnavailable(st)) done = 0;
+  // Pages not filled give their frames back.
+  for (uint64_t i = done; i < n; i++) {
+    c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
+    uvm_pagefree(run[i]);
+  }
+  dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max<uint64_t>(done, 1)));
+  if (absl::IsUnavailable(st)) dec(uvmexp_.flt_zfill);
+  return st;
+}
+
+// Swap-in of the run run[0..n) at idx, whose slots are slot0, slot0 + 1, ...
+// Slots written by one cluster come back in one read.  *retry:
+// SWAPIN_RETRY_MAP, the pages are resident but not all mapped (an event is
+// pending): fault again; SWAPIN_RETRY_ALONE, the run's read failed: fault
+// again reading the faulting page alone, so a bad slot fails only the page
+// it holds.
+// => caller holds c.vmobjlock, c == r.chunk_of(idx); it is dropped during
+//    the read.
+absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                   uint64_t n, uint32_t slot0, bool write, swapin_retry* retry) {
+  // The frames are busy while the slots are read into them, so other faults
+  // on the pages wait, and the daemon and detach leave them alone.
+  for (uint64_t i = 0; i < n; i++) run[i]->setbits(PG_BUSY);
+  c.vmobjlock.Unlock();
+  absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
+  c.vmobjlock.Lock();
+  // Which of the run's pages end up resident.  A page discarded meanwhile
+  // (PG_RELEASED) reads zero now; after a failed read every page gives its
+  // frame back and keeps its slot.
+  bool good[kMaxFaultAhead + 1];
+  uint64_t ngood = 0;
+  bool released = false;  // the faulting page itself was discarded
+  for (uint64_t i = 0; i < n; i++) {
+    vm_page* p = run[i];
+    pgent& pe = c.ent[(idx + i) & kChunkMask];
+    good[i] = false;
+    uvm_page_unbusy(c, p);
+    if (r.dead()) {
+      // Detached meanwhile: uao_detach frees frame and slot as those of a
+      // resident page.
+      dec(uvmexp_.swpgonly);
+      continue;
+    }
+    if (p->flags() & PG_RELEASED) {
+      uvm_page_release(c, p);
+      dec(uvmexp_.swpgonly);
+      if (i == 0) released = true;
+      continue;
+    }
+    if (!st.ok()) {
+      pe.frame = kNoFrame;
+      uvm_pagefree(p);
+      continue;
+    }
+    good[i] = true;
+    ngood++;
+  }
+  if (r.dead()) {
+    pmap_->wake(r, idx);
+    return absl::OkStatus();
+  }
+  if (!st.ok() && n > 1) {
+    // Which slot of the run failed is unknown: read the faulting page's
+    // own slot alone before blaming it.
+    *retry = SWAPIN_RETRY_ALONE;
+    return st;
+  }
+  if (!st.ok()) return uvm_fault_swapin_failed(r, c, idx, slot0, st);
+
+  // If the faulting page itself was discarded, its thread retries (and
+  // reads zero); the rest of the run is resident all the same.
+  dec(uvmexp_.swpgonly, static_cast<int64_t>(ngood));
+  inc(uvmexp_.pgswapin, static_cast<int64_t>(ngood));
+  inc(uvmexp_.flt_swapin);
+  inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
+  // The pages match their slots until written; the faulting page is dirty
+  // at once if this is a write.
+  const bool track = pmap_->tracks_modify();
+  for (uint64_t i = 0; i < n; i++) {
+    if (!good[i]) continue;
+    if (track) run[i]->setbits(PG_CLEAN | PG_SWAPIN);
+    run[i]->setbits(PG_PMAP_REF);
+    pageactivate(run[i]);
+  }
+  // A read fault maps the page writable too when the region's swapped-in
+  // pages mostly get written (Region::swapin_map_dirty): one fault
+  // instead of two.
+  if (good[0] && (write || (track && r.swapin_map_dirty()))) {
+    run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
+  }
+  // Map the resident pages, a contiguous run per call.
+  absl::Status mst;
+  for (uint64_t i = 0; i < n && mst.ok();) {
+    if (!good[i]) {
+      i++;
+      continue;
+    }
+    uint64_t j = i + 1;
+    const bool wp = track && (run[i]->flags() & PG_CLEAN);
+    while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
+    mst = pmap_->enter_run(r, idx + i, j - i, wp);
+    i = j;
+  }
+  if (released) {
+    pmap_->wake(r, idx);
+    return absl::OkStatus();
+  }
+  if (absl::IsUnavailable(mst)) *retry = SWAPIN_RETRY_MAP;
+  return mst;
+}
+
+// A swap-in read failed for the faulting page's own slot.  Only the
+// touching thread is affected: the page is poisoned, as the kernel does for
+// a swap-in read error, and its data stays in the slot.
+// => caller holds c.vmobjlock, c == r.chunk_of(idx).
+absl::Status Uvm::uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uint32_t slot0,
+                                          const absl::Status& st) {
+  inc(uvmexp_.swapinerr);
+  logger()->error("uvmrt: swap-in of slot {} failed ({}); the touching thread gets SIGBUS", slot0,
+                  st.ToString());
+  const pgent& e = c.ent[idx & kChunkMask];
+  absl::Status pst = pmap_->poison(r, idx);
+  while (absl::IsUnavailable(pst)) {
+    // An event is unread.  If it discarded the page meanwhile, the thread
+    // retries and reads zero; otherwise poison once it is read.
+    retry_later(c);
+    if (r.dead() || e.frame != kNoFrame || e.swslot != slot0) break;
+    pst = pmap_->poison(r, idx);
+  }
+  if (!pst.ok()) {
+    if (!absl::IsUnavailable(pst)) {
+      logger()->error("uvmrt: cannot poison the page: {}", pst.ToString());
+    }
+    pmap_->wake(r, idx);
+  }
+  return st;
 }
 
 }  // namespace uvmrt::uvm

@@ -194,9 +194,8 @@ void Uvm::uvmpd_scan_inactive() {
     // flags are only peeked at here).  The batch is freed without
     // pageqlock; afterwards the page is looked at only if it is still the
     // same inactive page.
-    if (!fb.pages.empty() &&
-        (fb.region.get() != r || fb.first + fb.pages.size() != p->offset ||
-         fb.pages.size() >= kFreeBatch || !(p->flags() & PG_CLEAN))) {
+    if (!fb.pages.empty() && (fb.region.get() != r || fb.first + fb.pages.size() != p->offset ||
+                              fb.pages.size() >= kFreeBatch || !(p->flags() & PG_CLEAN))) {
       const uint64_t off = p->offset;
       pageqlock_.Unlock();
       uvmpd_free_batch(fb);

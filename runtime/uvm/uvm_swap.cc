@@ -16,7 +16,6 @@
 
 namespace uvmrt::uvm {
 
-
 bool Uvm::swap_bit(uint64_t s) const {
   return (swap_map_[s / 64] >> (s % 64)) & 1;
 }

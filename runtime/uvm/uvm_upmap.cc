@@ -196,7 +196,8 @@ absl::Status UffdPmap::create_view(Region& r) {
     free_range(tmp);
     return absl::ResourceExhaustedError(absl::StrFormat(
         "uvmrt: cannot map %d bytes: %s: map less, or raise the address-space limit (ulimit -v) "
-        "or vm.max_map_count", bytes, errstr(e)));
+        "or vm.max_map_count",
+        bytes, errstr(e)));
   }
   // A forked child must not see this memory: it would read zeros where pages
   // were evicted (design.md).  Children get no mapping here at all.
