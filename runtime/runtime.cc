@@ -39,6 +39,7 @@ class RuntimeImpl {
   void dispatch_fault(const uffd_msg& m);
   void worker_loop();
   void drain_faults();
+  bool signal_reader(int phase);
 
   struct FaultWork {
     std::shared_ptr<uvm::Region> region;
@@ -268,20 +269,27 @@ void RuntimeImpl::worker_loop() {
 // uvm_wait after 5 s.
 // => destroying thread; holds no lock.
 void RuntimeImpl::drain_faults() {
-  if (!reader.joinable()) return;
-  stop_phase.store(1);
-  uint64_t one = 1;
-  if (write(stopfd, &one, sizeof(one)) != sizeof(one)) return;
+  if (!reader.joinable() || !signal_reader(1)) return;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   MutexLock l(&work_lock);
   while (!(drained && work.empty() && busy_workers == 0)) {
-    if (idle_cv.WaitWithTimeout(&work_lock, deadline - absl::Now()) || absl::Now() >= deadline) {
-      if (!(drained && work.empty() && busy_workers == 0)) {
-        logger()->warn("uvmrt: destroy: faults still in progress after 10 s; stopping anyway");
-      }
+    if (absl::Now() >= deadline) {
+      logger()->warn("uvmrt: destroy: faults still in progress after 10 s; stopping anyway");
       return;
     }
+    idle_cv.WaitWithTimeout(&work_lock, deadline - absl::Now());
   }
+}
+
+// Tells the reader to drain the userfaultfd and then go on (phase 1) or
+// exit (phase 2).
+// => destroying thread.
+bool RuntimeImpl::signal_reader(int phase) {
+  stop_phase.store(phase);
+  uint64_t one = 1;
+  if (stopfd >= 0 && write(stopfd, &one, sizeof(one)) == sizeof(one)) return true;
+  logger()->error("uvmrt: cannot signal the fault handlers to stop");
+  return false;
 }
 
 RuntimeImpl::~RuntimeImpl() {
@@ -292,14 +300,10 @@ RuntimeImpl::~RuntimeImpl() {
   drain_faults();
   if (uvm != nullptr) uvm->stop();
   if (pagedaemon.joinable()) pagedaemon.join();
-  stop_phase.store(2);
-  if (stopfd >= 0) {
-    uint64_t one = 1;
-    if (write(stopfd, &one, sizeof(one)) != sizeof(one)) {
-      logger()->error("uvmrt: cannot signal the fault handlers to stop");
-    }
+  if (reader.joinable()) {
+    signal_reader(2);
+    reader.join();
   }
-  if (reader.joinable()) reader.join();
   {
     MutexLock l(&work_lock);
     stopping_workers = true;

@@ -145,17 +145,11 @@ std::vector<std::pair<pid_t, Channel>> FindChannels(pid_t pid) {
   DIR* d = opendir("/dev/shm");
   if (d == nullptr) return out;
   while (dirent* e = readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.rfind("uvmrt.", 0) != 0) continue;
-    const size_t dot = name.find('.', 6);
-    if (dot == std::string::npos) continue;
-    uint32_t p = 0, n = 0;
-    if (!absl::SimpleAtoi(name.substr(6, dot - 6), &p) ||
-        !absl::SimpleAtoi(name.substr(dot + 1), &n)) {
-      continue;
-    }
+    int64_t p = 0;
+    uint32_t n = 0;
+    if (!uvmrt::uvm::parse_uvmexp_shm_name(e->d_name, &p, &n)) continue;
     if (pid != 0 && static_cast<pid_t>(p) != pid) continue;
-    out.push_back({static_cast<pid_t>(p), Channel{n, "/dev/shm/" + name}});
+    out.push_back({static_cast<pid_t>(p), Channel{n, std::string("/dev/shm/") + e->d_name}});
   }
   closedir(d);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {

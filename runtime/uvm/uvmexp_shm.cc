@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,10 +36,9 @@ void sweep_stale() {
   if (d == nullptr) return;
   const uid_t me = geteuid();
   while (dirent* de = readdir(d)) {
-    long pid = 0;
-    int n = 0;
-    char tail = 0;
-    if (sscanf(de->d_name, "uvmrt.%ld.%d%c", &pid, &n, &tail) != 2 || pid <= 0) continue;
+    int64_t pid = 0;
+    uint32_t n = 0;
+    if (!parse_uvmexp_shm_name(de->d_name, &pid, &n)) continue;
     if (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
     struct stat st;
     if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != me) continue;

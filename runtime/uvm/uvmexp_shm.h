@@ -11,9 +11,12 @@
 #ifndef UVMRT_UVM_UVMEXP_SHM_H_
 #define UVMRT_UVM_UVMEXP_SHM_H_
 
+#include <charconv>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 #include "uvm/uvmexp.h"
 
@@ -29,6 +32,20 @@ struct uvmexp_shm {
   int64_t start_unix_ns;  // when the runtime started
   uvmexp_t exp;           // the counters, in uvmexp.h's field order
 };
+
+// Parses a counters file's name, "uvmrt.<pid>.<n>" (decimal digits only);
+// false for any other name.
+inline bool parse_uvmexp_shm_name(std::string_view name, int64_t* pid, uint32_t* n) {
+  constexpr std::string_view kPrefix = "uvmrt.";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return false;
+  name.remove_prefix(kPrefix.size());
+  const size_t dot = name.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == name.size()) return false;
+  const char* end = name.data() + name.size();
+  auto [p1, e1] = std::from_chars(name.data(), name.data() + dot, *pid);
+  auto [p2, e2] = std::from_chars(name.data() + dot + 1, end, *n);
+  return e1 == std::errc() && p1 == name.data() + dot && e2 == std::errc() && p2 == end && *pid > 0;
+}
 
 // The published counters of one runtime.
 class UvmexpChannel {
