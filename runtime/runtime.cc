@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <thread>
@@ -37,6 +38,7 @@ class RuntimeImpl {
   void reader_loop();
   void handle_msg(const uffd_msg& m);
   void dispatch_fault(const uffd_msg& m);
+  void defer_fault(uvm::deferred_fault d);
   void worker_loop();
   void drain_faults();
   bool signal_reader(int phase);
@@ -45,6 +47,9 @@ class RuntimeImpl {
     std::shared_ptr<uvm::Region> region;
     uint64_t idx = 0;
     uvm::fault_access access = uvm::FAULT_READ;
+    // Set for a swap-in whose read of its own slot failed (in aiodone).
+    uint32_t failed_slot = 0;
+    absl::Status failed;
   };
 
   std::unique_ptr<uvm::UvmexpChannel> stats;
@@ -54,7 +59,8 @@ class RuntimeImpl {
   int stopfd = -1;
   std::thread reader;
   std::vector<std::thread> handlers;
-  // Faults that wait (swap-in, busy pages, no free frame), for the workers.
+  // Faults that wait (busy pages, no free frame, swap-ins that cannot be
+  // started asynchronously) and faults aiodone defers, for the workers.
   Mutex work_lock;
   std::deque<FaultWork> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
@@ -119,6 +125,7 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   params.overcommit = o.overcommit;
   stats = uvm::UvmexpChannel::Create();
   uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get(), stats->exp());
+  uvm->uvm_enable_async_swapin([this](uvm::deferred_fault d) { defer_fault(std::move(d)); });
 
   stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopfd < 0) return absl::InternalError("uvmrt: eventfd failed");
@@ -174,7 +181,21 @@ void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
     return;
   }
   MutexLock l(&work_lock);
-  work.push_back(FaultWork{std::move(r), idx, access});
+  work.push_back(FaultWork{std::move(r), idx, access, 0, absl::OkStatus()});
+  work_cv.Signal();
+}
+
+// Queues for the workers a fault that aiodone could not finish without
+// waiting.  Once the workers are gone (destroy), the thread is woken to
+// retry instead.
+// => aiodone thread; holds no lock.
+void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
+  MutexLock l(&work_lock);
+  if (stopping_workers) {
+    pmap->wake(*d.region, d.idx);
+    return;
+  }
+  work.push_back(FaultWork{std::move(d.region), d.idx, d.access, d.slot, std::move(d.failed)});
   work_cv.Signal();
 }
 
@@ -256,28 +277,31 @@ void RuntimeImpl::worker_loop() {
       work.pop_front();
       busy_workers++;
     }
-    absl::Status st = uvm->uvm_fault(*w.region, w.idx, w.access);
+    absl::Status st = w.failed.ok()
+                          ? uvm->uvm_fault(*w.region, w.idx, w.access)
+                          : uvm->uvm_fault_readerr(*w.region, w.idx, w.failed_slot, w.failed);
     if (!st.ok()) logger()->warn("uvmrt: fault on page {}: {}", w.idx, st.ToString());
     MutexLock l(&work_lock);
     if (--busy_workers == 0 && work.empty()) idle_cv.SignalAll();
   }
 }
 
-// Phase 1 of destroy: the reader drains the userfaultfd and the workers
-// finish every fault queued, while the page daemon still frees frames for
-// them.  Bounded: a fault that cannot finish (out of swap) gives up in
-// uvm_wait after 5 s.
+// Phase 1 of destroy: the reader drains the userfaultfd, aiodone finishes
+// the swap-ins started, and the workers finish every fault queued, while
+// the page daemon still frees frames for them.  Bounded: a fault that cannot finish (out of swap)
+// gives up in uvm_wait after 5 s.
 // => destroying thread; holds no lock.
 void RuntimeImpl::drain_faults() {
   if (!reader.joinable() || !signal_reader(1)) return;
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   MutexLock l(&work_lock);
-  while (!(drained && work.empty() && busy_workers == 0)) {
+  while (!(drained && work.empty() && busy_workers == 0 && uvm->swapins_pending() == 0)) {
     if (absl::Now() >= deadline) {
       logger()->warn("uvmrt: destroy: faults still in progress after 10 s; stopping anyway");
       return;
     }
-    idle_cv.WaitWithTimeout(&work_lock, deadline - absl::Now());
+    // aiodone does not signal idle_cv: swap-ins in flight are polled.
+    idle_cv.WaitWithTimeout(&work_lock, std::min(deadline - absl::Now(), absl::Milliseconds(1)));
   }
 }
 

@@ -11,7 +11,7 @@
 //     result is the full byte count unless the test gives another one
 //     (-EIO, -ENOMEM, -EAGAIN, a short count).  The data reaches the slots
 //     only for the pages the result covers (none for an error).
-//   - ReapWrites returns the completed writes, blocking until there are some
+//   - Reap returns the completed writes, blocking until there are some
 //     or Kick() is called, as the aiodone thread expects.
 //   - Read copies from the slots, or returns the next injected read status
 //     (FailNextReads).  A read hook, if set, runs first, in the reading
@@ -93,11 +93,11 @@ class FakeSwapDev final : public io::SwapDev {
     return absl::OkStatus();
   }
 
-  void ReapWrites(std::vector<io::WriteCompletion>* out) override {
+  void Reap(std::vector<io::Completion>* out) override {
     uvmrt::MutexLock l(&mu_);
     while (done_.empty() && !kicked_) cv_.Wait(&mu_);
     kicked_ = false;
-    for (const io::WriteCompletion& c : done_) out->push_back(c);
+    for (const io::Completion& c : done_) out->push_back(c);
     done_.clear();
   }
 
@@ -151,7 +151,7 @@ class FakeSwapDev final : public io::SwapDev {
 
   // Completes the `n` oldest pending writes (all by default) with `result`:
   // kFull for the full byte count, else bytes written or -errno.  Returns how
-  // many writes were completed; they are then returned by ReapWrites.
+  // many writes were completed; they are then returned by Reap.
   size_t Complete(int64_t result = kFull, size_t n = SIZE_MAX) {
     uvmrt::MutexLock l(&mu_);
     size_t done = 0;
@@ -165,7 +165,7 @@ class FakeSwapDev final : public io::SwapDev {
       for (int64_t i = 0; i < covered; i++) {
         slot_ref(w.slot + static_cast<uint64_t>(i)).assign(w.page(static_cast<int>(i)), kPage);
       }
-      done_.push_back(io::WriteCompletion{w.cookie, res});
+      done_.push_back(io::Completion{w.cookie, res});
       done++;
     }
     if (done > 0) cv_.SignalAll();
@@ -222,7 +222,7 @@ class FakeSwapDev final : public io::SwapDev {
   std::map<uint64_t, std::string> slots_ ABSL_GUARDED_BY(mu_);  // written slots
   std::deque<Write> pending_ ABSL_GUARDED_BY(mu_);
   std::vector<Write> submitted_ ABSL_GUARDED_BY(mu_);
-  std::deque<io::WriteCompletion> done_ ABSL_GUARDED_BY(mu_);
+  std::deque<io::Completion> done_ ABSL_GUARDED_BY(mu_);
   std::deque<absl::Status> submit_faults_ ABSL_GUARDED_BY(mu_);
   std::deque<absl::Status> read_faults_ ABSL_GUARDED_BY(mu_);
   std::function<void(uint64_t, int)> read_hook_ ABSL_GUARDED_BY(mu_);

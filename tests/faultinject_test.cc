@@ -400,6 +400,8 @@ int SwapInFaultChild(ReadFault fault, bool mapped_clean_before) {
   const int64_t fired = fault == ReadFault::kEIO ? dev->counters().injected_eio_reads.load()
                                                  : dev->counters().injected_short_reads.load();
   CHILD_CHECK(fired >= 1, kChildNotFired, "the read fault never fired");
+  CHILD_CHECK(dev->counters().async_reads.load() >= 1, kChildStats,
+              "no swap-in went through the asynchronous read path");
   CHILD_CHECK(a_bus, kChildNoSigbus,
               "touching the page whose swap-in failed returned normally (check_page=%d)", a_wrong);
   CHILD_CHECK(a_sig == SIGBUS, kChildNoSigbus, "signal %d, expected SIGBUS", a_sig);
@@ -614,8 +616,8 @@ TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
   iovec w[2] = {{buf, kPage}, {static_cast<char*>(buf) + kPage, kPage}};
   int cookie = 0;
   ASSERT_TRUE(dev->SubmitWrite(last - 1, w, 2, &cookie).ok());
-  std::vector<io::WriteCompletion> done;
-  while (done.empty()) dev->ReapWrites(&done);
+  std::vector<io::Completion> done;
+  while (done.empty()) dev->Reap(&done);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].cookie, &cookie);
   EXPECT_EQ(done[0].result, static_cast<int64_t>(2 * kPage));

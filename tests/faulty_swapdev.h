@@ -16,7 +16,7 @@
 //             read.
 //
 // Completions: a pump thread reaps the real device's completions and queues
-// them, each with its due time; ReapWrites (the runtime's aiodone thread)
+// them, each with its due time; Reap (the runtime's aiodone thread)
 // returns the ones that are due, sleeping until the next is due, until one
 // is, or until Kick().  Injected completions go through the same queue.
 //
@@ -126,6 +126,7 @@ struct FaultyCounters {
   std::atomic<int64_t> completions_delivered{0};
   std::atomic<int64_t> delayed_completions{0};  // delivered later than they arrived
   std::atomic<int64_t> reads{0};
+  std::atomic<int64_t> async_reads{0};  // of which SubmitRead
   std::atomic<int64_t> injected_eio_reads{0};
   std::atomic<int64_t> injected_short_reads{0};
   std::atomic<int64_t> delayed_reads{0};
@@ -141,13 +142,14 @@ struct FaultyCounters {
     return absl::StrFormat(
         "submits=%d forwarded=%d unavailable(real=%d injected=%d) injected(eio=%d eagain=%d "
         "enomem=%d short=%d pages=%d hard_pages=%d) real_errors=%d completions(queued=%d "
-        "delivered=%d delayed=%d) reads=%d injected_reads(eio=%d short=%d) delayed_reads=%d "
+        "delivered=%d delayed=%d) reads=%d (async %d) injected_reads(eio=%d short=%d) "
+        "delayed_reads=%d "
         "violations(writes=%d reads=%d)",
         submits.load(), forwarded_writes.load(), real_unavailable.load(),
         injected_unavailable.load(), injected_eio_writes.load(), injected_eagain_writes.load(),
         injected_enomem_writes.load(), injected_short_writes.load(), injected_write_pages.load(),
         hard_failed_pages.load(), real_write_errors.load(), completions_queued.load(),
-        completions_delivered.load(), delayed_completions.load(), reads.load(),
+        completions_delivered.load(), delayed_completions.load(), reads.load(), async_reads.load(),
         injected_eio_reads.load(), injected_short_reads.load(), delayed_reads.load(),
         bad_slot_writes.load(), bad_slot_reads.load());
   }
@@ -168,7 +170,8 @@ class FaultySwapDev final : public io::SwapDev {
     real_->Kick();
     pump_.join();
     std::lock_guard<std::mutex> l(mu_);
-    counters_->in_flight_at_destruction = static_cast<int64_t>(inflight_.size() + queue_.size());
+    counters_->in_flight_at_destruction =
+        static_cast<int64_t>(inflight_.size() + reads_inflight_.size() + queue_.size());
   }
 
   FaultySwapDev(const FaultySwapDev&) = delete;
@@ -369,15 +372,15 @@ class FaultySwapDev final : public io::SwapDev {
     return absl::OkStatus();
   }
 
-  void ReapWrites(std::vector<io::WriteCompletion>* out) override {
+  void Reap(std::vector<io::Completion>* out) override {
     std::unique_lock<std::mutex> l(mu_);
     for (;;) {
       const Clock::time_point now = Clock::now();
       while (!queue_.empty() && queue_.begin()->first <= now) {
         Queued q = std::move(queue_.begin()->second);
         queue_.erase(queue_.begin());
-        deliver_locked(q, now);
-        out->push_back(io::WriteCompletion{q.cookie, q.result});
+        if (!q.read) deliver_locked(q, now);
+        out->push_back(io::Completion{q.cookie, q.result, q.read});
       }
       if (!out->empty() || kicked_) {
         kicked_ = false;
@@ -401,28 +404,8 @@ class FaultySwapDev final : public io::SwapDev {
 
   absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override {
     counters_->reads++;
-    ReadFault fault = ReadFault::kNone;
     std::chrono::microseconds lat{0};
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      for (uint64_t s = slot; s < slot + static_cast<uint64_t>(iovcnt); s++) {
-        if (bad_slots_.count(s) != 0) {
-          counters_->bad_slot_reads++;
-          violations_ += absl::StrFormat("read of slot %d, which failed hard; ", s);
-          break;
-        }
-        auto it = slot_faults_.find(s);
-        if (fault == ReadFault::kNone && it != slot_faults_.end() && it->second.remaining != 0) {
-          fault = it->second.fault;
-          if (it->second.remaining > 0) it->second.remaining--;
-        }
-      }
-      if (fault == ReadFault::kNone && next_reads_ > 0) {
-        next_reads_--;
-        fault = next_read_fault_;
-      }
-      lat = draw(read_lat_min_, read_lat_max_);
-    }
+    const ReadFault fault = pick_read_fault(slot, iovcnt, &lat);
     if (lat.count() > 0) {
       counters_->delayed_reads++;
       std::this_thread::sleep_for(lat);
@@ -467,7 +450,65 @@ class FaultySwapDev final : public io::SwapDev {
     return real_->Read(slot, iov, iovcnt);
   }
 
+  bool async_reads() const override { return real_->async_reads(); }
+
+  // The same faults as Read, injected into the completion of a read the
+  // real device performs; latency delays the completion.
+  absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override {
+    counters_->reads++;
+    counters_->async_reads++;
+    ReadInflight info;
+    info.slot = slot;
+    for (int i = 0; i < iovcnt; i++) info.want += static_cast<int64_t>(iov[i].iov_len);
+    std::chrono::microseconds lat{0};
+    info.fault = pick_read_fault(slot, iovcnt, &lat);
+    info.due = Clock::now() + lat;
+    if (lat.count() > 0) counters_->delayed_reads++;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      reads_inflight_[cookie] = info;
+    }
+    absl::Status st = real_->SubmitRead(slot, iov, iovcnt, cookie);
+    if (!st.ok()) {
+      std::lock_guard<std::mutex> l(mu_);
+      reads_inflight_.erase(cookie);
+      if (lat.count() > 0) counters_->delayed_reads--;
+    }
+    return st;
+  }
+
  private:
+  struct ReadInflight {
+    uint64_t slot = 0;
+    int64_t want = 0;
+    ReadFault fault = ReadFault::kNone;
+    Clock::time_point due;
+  };
+
+  // Which fault a read of slots slot..slot+iovcnt-1 gets, and its latency.
+  ReadFault pick_read_fault(uint64_t slot, int iovcnt, std::chrono::microseconds* lat) {
+    ReadFault fault = ReadFault::kNone;
+    std::lock_guard<std::mutex> l(mu_);
+    for (uint64_t s = slot; s < slot + static_cast<uint64_t>(iovcnt); s++) {
+      if (bad_slots_.count(s) != 0) {
+        counters_->bad_slot_reads++;
+        violations_ += absl::StrFormat("read of slot %d, which failed hard; ", s);
+        break;
+      }
+      auto it = slot_faults_.find(s);
+      if (fault == ReadFault::kNone && it != slot_faults_.end() && it->second.remaining != 0) {
+        fault = it->second.fault;
+        if (it->second.remaining > 0) it->second.remaining--;
+      }
+    }
+    if (fault == ReadFault::kNone && next_reads_ > 0) {
+      next_reads_--;
+      fault = next_read_fault_;
+    }
+    *lat = draw(read_lat_min_, read_lat_max_);
+    return fault;
+  }
+
   struct Inflight {
     uint64_t slot = 0;
     int npages = 0;
@@ -481,6 +522,7 @@ class FaultySwapDev final : public io::SwapDev {
     int64_t result;
     Inflight info;
     Clock::time_point arrived;
+    bool read = false;
   };
   struct SlotFault {
     ReadFault fault;
@@ -580,16 +622,41 @@ class FaultySwapDev final : public io::SwapDev {
     }
   }
 
+  // A read completion from the real device, with its injected fault.
+  // => mu_ held.
+  void queue_read_locked(const io::Completion& rc, Clock::time_point now) {
+    auto it = reads_inflight_.find(rc.cookie);
+    if (it == reads_inflight_.end()) {
+      ADD_FAILURE() << "FaultySwapDev: completion for an unknown read";
+      return;
+    }
+    const ReadInflight info = it->second;
+    reads_inflight_.erase(it);
+    int64_t result = rc.result;
+    if (info.fault == ReadFault::kEIO) {
+      counters_->injected_eio_reads++;
+      result = -EIO;
+    } else if (info.fault == ReadFault::kShort) {
+      counters_->injected_short_reads++;
+      result = (info.want / 2) & ~int64_t{511};
+    }
+    queue_.emplace(std::max(info.due, now), Queued{rc.cookie, result, Inflight{}, now, true});
+  }
+
   void pump_loop() {
-    std::vector<io::WriteCompletion> got;
+    std::vector<io::Completion> got;
     while (!stop_.load()) {
       got.clear();
-      real_->ReapWrites(&got);
+      real_->Reap(&got);
       if (got.empty()) continue;
       const Clock::time_point now = Clock::now();
       {
         std::lock_guard<std::mutex> l(mu_);
-        for (const io::WriteCompletion& wc : got) {
+        for (const io::Completion& wc : got) {
+          if (wc.read) {
+            queue_read_locked(wc, now);
+            continue;
+          }
           auto it = inflight_.find(wc.cookie);
           if (it == inflight_.end()) {
             ADD_FAILURE() << "FaultySwapDev: completion for an unknown write";
@@ -623,8 +690,9 @@ class FaultySwapDev final : public io::SwapDev {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool kicked_ = false;
-  std::unordered_map<void*, Inflight> inflight_;    // forwarded to the real device
-  std::multimap<Clock::time_point, Queued> queue_;  // completions, by due time
+  std::unordered_map<void*, Inflight> inflight_;            // forwarded to the real device
+  std::unordered_map<void*, ReadInflight> reads_inflight_;  // reads forwarded
+  std::multimap<Clock::time_point, Queued> queue_;          // completions, by due time
   std::mt19937_64 rng_{12345};
   std::chrono::microseconds write_lat_min_{0}, write_lat_max_{0};
   std::chrono::microseconds read_lat_min_{0}, read_lat_max_{0};

@@ -239,10 +239,10 @@ class PdaemonTest : public ::testing::Test {
   size_t CompleteWrites(int64_t result = FakeSwapDev::kFull, size_t n = SIZE_MAX) {
     const size_t done = dev_->Complete(result, n);
     if (done == 0) return 0;
-    std::vector<io::WriteCompletion> out;
-    dev_->ReapWrites(&out);
+    std::vector<io::Completion> out;
+    dev_->Reap(&out);
     EXPECT_EQ(out.size(), done);
-    for (const io::WriteCompletion& c : out) {
+    for (const io::Completion& c : out) {
       uvm_->uvm_aio_aiodone(static_cast<swapio*>(c.cookie), c.result);
     }
     return out.size();
@@ -625,7 +625,7 @@ TEST_F(PdaemonTest, BatchUnmapsOnlyThePagesItPicked) {
   EXPECT_TRUE(Flags(*r, 0) & PQ_ACTIVE);
   EXPECT_TRUE(Flags(*r, 31) & PQ_INACTIVE);
   EXPECT_FALSE(pmap_.mapped(*r, 31));
-  EXPECT_EQ(Entry(*r, 30).frame, kNoFrame);
+  EXPECT_EQ(Entry(*r, 3).frame, kNoFrame);
   ExpectConsistent();
 }
 
@@ -1068,11 +1068,22 @@ TEST_F(PdaemonTest, DirtyPagesAreReactivatedWhenSwapIsFull) {
 TEST_F(PdaemonTest, FilledSwapDropsTheOldSlotBeforeReallocating) {
   std::shared_ptr<Region> r = SceneWithWritesInFlight(8, 16);  // slots 1..16 all used
   ASSERT_EQ(CompleteWrites(), 2u);
-  // Page 0 is rewritten: dirty, but its entry still names slot 1.
+  // Page 0 is rewritten: dirty, and its stale slot 1 is freed at once
+  // (uao_dropswap).
   Fault(*r, 0, FAULT_WRITE);
   Fill(*r, 0, 1);
   ASSERT_EQ(Flags(*r, 0) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE);
-  ASSERT_EQ(Entry(*r, 0).swslot, 1u);
+  ASSERT_EQ(Entry(*r, 0).swslot, 0u);
+  ASSERT_EQ(uvm_->exp().swpginuse.load(), 15);
+  // A dirty page that still names a slot (the daemon's own safety net, as
+  // when a page is dirtied without a fault): give slot 1 back to page 0.
+  int one = 1;
+  ASSERT_EQ(uvm_->uvm_swap_alloc(&one, false), 1);
+  {
+    Chunk& c = r->chunk_of(0);
+    MutexLock l(&c.vmobjlock);
+    Uvm::uao_set_swslot(c, 0, 1);
+  }
   // Deactivate it again (to the inactive tail), as the active scan would.
   pmap_.remove(*r, 0, 1);
   UvmTestPeer::Deactivate(*uvm_, Page(*r, 0));
@@ -1246,6 +1257,8 @@ TEST_F(PdaemonTest, WriteFaultOnCleanPageClearsClean) {
   std::shared_ptr<Region> r = SceneEvicted();
   Fault(*r, 3, FAULT_READ);
   ASSERT_TRUE(Flags(*r, 3) & PG_CLEAN);
+  ASSERT_EQ(Entry(*r, 3).swslot, 4u);
+  const int64_t swpginuse = uvm_->exp().swpginuse.load();
   Fault(*r, 3, FAULT_WP);
 
   EXPECT_EQ(uvm_->exp().flt_wp.load(), 1);
@@ -1253,7 +1266,26 @@ TEST_F(PdaemonTest, WriteFaultOnCleanPageClearsClean) {
   EXPECT_EQ(Flags(*r, 3) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE);
   EXPECT_TRUE(pmap_.mapped(*r, 3));
   EXPECT_FALSE(pmap_.write_protected(*r, 3));
-  EXPECT_EQ(Entry(*r, 3).swslot, 4u) << "the stale slot is dropped at the next pageout";
+  EXPECT_EQ(Entry(*r, 3).swslot, 0u) << "the stale slot is dropped at once";
+  EXPECT_EQ(uvm_->exp().swpginuse.load(), swpginuse - 1);
+  ExpectConsistent();
+}
+
+// A write that brings a page in frees its slot at once (its copy in swap is
+// stale from now on); a read keeps the slot, so the clean page can later be
+// freed without a write.
+TEST_F(PdaemonTest, WriteFaultFreesTheStaleSlotAndReadKeepsIt) {
+  std::shared_ptr<Region> r = SceneEvicted();
+  const int64_t inuse = uvm_->exp().swpginuse.load();
+  ASSERT_NE(Entry(*r, 3).swslot, 0u);
+  ASSERT_NE(Entry(*r, 9).swslot, 0u);
+  Fault(*r, 3, FAULT_READ);
+  Fault(*r, 9, FAULT_WRITE);
+  EXPECT_TRUE(Flags(*r, 3) & PG_CLEAN);
+  EXPECT_NE(Entry(*r, 3).swslot, 0u);
+  EXPECT_EQ(Flags(*r, 9) & PG_CLEAN, 0u);
+  EXPECT_EQ(Entry(*r, 9).swslot, 0u);
+  EXPECT_EQ(uvm_->exp().swpginuse.load(), inuse - 1);
   ExpectConsistent();
 }
 

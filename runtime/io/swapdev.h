@@ -8,7 +8,7 @@
 // devices that inject errors, short transfers and latency.
 //
 // Thread safety: SubmitWrite is called by one thread at a time (the page
-// daemon); ReapWrites by the aiodone thread only; Read and Kick by any thread.
+// daemon); Reap by the aiodone thread only; Read and Kick by any thread.
 #ifndef UVMRT_IO_SWAPDEV_H_
 #define UVMRT_IO_SWAPDEV_H_
 
@@ -22,9 +22,10 @@
 
 namespace uvmrt::io {
 
-struct WriteCompletion {
-  void* cookie;    // as given to SubmitWrite
-  int64_t result;  // bytes written, or -errno
+struct Completion {
+  void* cookie;       // as given to SubmitWrite or SubmitRead
+  int64_t result;     // bytes transferred, or -errno
+  bool read = false;  // a SubmitRead's completion
 };
 
 class SwapDev {
@@ -40,18 +41,31 @@ class SwapDev {
   // => one caller at a time; iov stays valid until the completion is reaped.
   virtual absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) = 0;
 
-  // Waits until at least one write completes or Kick() is called, then
+  // Waits until at least one I/O completes or Kick() is called, then
   // appends every available completion to *out.
   // => called by the aiodone thread only.
-  virtual void ReapWrites(std::vector<WriteCompletion>* out) = 0;
+  virtual void Reap(std::vector<Completion>* out) = 0;
 
-  // Makes a ReapWrites in progress (or the next one) return.
+  // Makes a Reap in progress (or the next one) return.
   virtual void Kick() = 0;
 
   // Reads slots slot, slot+1, ... into iov[0..iovcnt).  A short read is an
   // error (DataLoss), never success.
   // => any thread; blocks the caller until the data is in memory.
   virtual absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) = 0;
+
+  // Whether SubmitRead is supported.
+  virtual bool async_reads() const { return false; }
+
+  // Starts reading slots slot, slot+1, ... into iov[0..iovcnt); the
+  // completion, reaped by Reap with read set, carries `cookie`.  A short
+  // read completes with its byte count: the caller treats it as the error it
+  // is.  Unavailable if the queue is full for now.
+  // => any thread; iov stays valid until the completion is reaped.
+  virtual absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) {
+    (void)slot, (void)iov, (void)iovcnt, (void)cookie;
+    return absl::UnimplementedError("asynchronous reads are not supported");
+  }
 };
 
 }  // namespace uvmrt::io

@@ -19,6 +19,7 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kKickCookie = ~uint64_t{0};
+constexpr uint64_t kReadTag = 1;
 
 std::string errstr(int e) {
   return strerror(e);
@@ -148,9 +149,23 @@ UringSwapDev::~UringSwapDev() {
 }
 
 absl::Status UringSwapDev::SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) {
+  return submit(/*write=*/true, slot, iov, iovcnt, reinterpret_cast<uint64_t>(cookie));
+}
+
+absl::Status UringSwapDev::SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) {
+  if (slot == 0 || slot + static_cast<uint64_t>(iovcnt) > nslots_ + 1) {
+    return absl::OutOfRangeError(absl::StrFormat("swap read of slot %d out of range", slot));
+  }
+  const uint64_t data = reinterpret_cast<uint64_t>(cookie);
+  if (data & kReadTag) return absl::InvalidArgumentError("unaligned read cookie");
+  return submit(/*write=*/false, slot, iov, iovcnt, data | kReadTag);
+}
+
+absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, int iovcnt,
+                                  uint64_t data) {
   MutexLock l(&sq_lock_);
   if (inflight_ >= depth_) {
-    return absl::UnavailableError("swap write queue full");
+    return absl::UnavailableError("swap queue full");
   }
   io_uring_sqe* sqe = io_uring_get_sqe(&wring_);
   if (sqe == nullptr) {
@@ -158,8 +173,12 @@ absl::Status UringSwapDev::SubmitWrite(uint64_t slot, const iovec* iov, int iovc
     sqe = io_uring_get_sqe(&wring_);
     if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
   }
-  io_uring_prep_writev(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  io_uring_sqe_set_data(sqe, cookie);
+  if (write) {
+    io_uring_prep_writev(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  } else {
+    io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  }
+  io_uring_sqe_set_data64(sqe, data);
   int ret = io_uring_submit(&wring_);
   if (ret < 0) {
     if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
@@ -171,7 +190,7 @@ absl::Status UringSwapDev::SubmitWrite(uint64_t slot, const iovec* iov, int iovc
   return absl::OkStatus();
 }
 
-void UringSwapDev::ReapWrites(std::vector<WriteCompletion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void UringSwapDev::Reap(std::vector<Completion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // The completion side of the ring belongs to this (the aiodone) thread;
   // only the submission side is shared, under sq_lock_.
   io_uring_cqe* cqe = nullptr;
@@ -183,17 +202,20 @@ void UringSwapDev::ReapWrites(std::vector<WriteCompletion>* out) ABSL_NO_THREAD_
     logger()->error("uvmrt: io_uring_wait_cqe: {}", errstr(-ret));
     return;
   }
-  unsigned head, n = 0, writes = 0;
+  unsigned head, n = 0, ios = 0;
   io_uring_for_each_cqe(&wring_, head, cqe) {
     n++;
     const uint64_t data = io_uring_cqe_get_data64(cqe);
     if (data == kKickCookie) continue;
-    writes++;
-    out->push_back(WriteCompletion{io_uring_cqe_get_data(cqe), cqe->res});
+    ios++;
+    // Reads are told from writes by the low bit of their (aligned) cookie.
+    const bool read = data & kReadTag;
+    out->push_back(Completion{reinterpret_cast<void*>(data & ~kReadTag),
+                              static_cast<int64_t>(cqe->res), read});
   }
   io_uring_cq_advance(&wring_, n);
   MutexLock l(&sq_lock_);
-  inflight_ -= writes;
+  inflight_ -= ios;
 }
 
 void UringSwapDev::Kick() {

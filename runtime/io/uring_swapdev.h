@@ -1,9 +1,10 @@
 // uring_swapdev.h: the swap device on a file, through io_uring with O_DIRECT.
 //
-// Cluster writes go through one ring that the page daemon submits to and the
-// aiodone thread reaps (so the ring cannot be SINGLE_ISSUER).  Swap-in reads
-// use a small pool of rings, one per concurrent reader, each submitted and
-// reaped by the thread that borrowed it.
+// Cluster writes and asynchronous swap-in reads go through one ring that the
+// page daemon and the fault reader submit to and the aiodone thread reaps
+// (so the ring cannot be SINGLE_ISSUER).  Synchronous reads use a small pool
+// of rings, one per concurrent reader, each submitted and reaped by the
+// thread that borrowed it.
 //
 // Thread safety: as SwapDev.
 #ifndef UVMRT_IO_URING_SWAPDEV_H_
@@ -26,7 +27,7 @@ struct SwapFileOptions {
   std::string path;             // a file to create, or a directory; empty: $TMPDIR
   uint64_t bytes = 0;           // file size (whole pages)
   bool allow_buffered = false;  // fall back to buffered I/O without O_DIRECT
-  unsigned queue_depth = 256;   // write ring entries
+  unsigned queue_depth = 256;   // shared ring entries (writes and asynchronous reads)
 };
 
 class UringSwapDev final : public SwapDev {
@@ -38,9 +39,11 @@ class UringSwapDev final : public SwapDev {
 
   uint64_t nslots() const override { return nslots_; }
   absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
-  void ReapWrites(std::vector<WriteCompletion>* out) override;
+  void Reap(std::vector<Completion>* out) override;
   void Kick() override;
   absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override;
+  bool async_reads() const override { return true; }
+  absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
 
   // The file's path ("" for an unnamed O_TMPFILE file) and whether it is
   // opened with O_DIRECT.
@@ -49,6 +52,8 @@ class UringSwapDev final : public SwapDev {
 
  private:
   UringSwapDev() = default;
+  // Queues one read or write on the shared ring; `data` is its tagged cookie.
+  absl::Status submit(bool write, uint64_t slot, const iovec* iov, int iovcnt, uint64_t data);
   absl::StatusOr<io_uring*> get_read_ring();
   void put_read_ring(io_uring* ring);
 
@@ -58,7 +63,7 @@ class UringSwapDev final : public SwapDev {
   std::string path_;
   uint64_t nslots_ = 0;
 
-  // The write ring: SQ side under sq_lock_, CQ side owned by the aiodone
+  // The shared ring: SQ side under sq_lock_, CQ side owned by the aiodone
   // thread.
   Mutex sq_lock_;
   io_uring wring_ ABSL_GUARDED_BY(sq_lock_);

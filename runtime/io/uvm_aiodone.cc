@@ -1,10 +1,17 @@
-// uvm_aiodone.cc: the aiodone daemon, which finishes cluster writes.
+// uvm_aiodone.cc: the aiodone daemon, which finishes cluster writes and
+// asynchronous swap-ins.
 //
 // UVM queues finished bufs on uvm.aio_done for uvm_aiodone_daemon; here the
-// io_uring completion queue is that queue, and this thread reaps it.
+// io_uring completion queue is that queue, and this thread reaps it.  UVM
+// reads swap synchronously in the faulting thread; here the userfaultfd
+// reader starts the read and aiodone maps the pages, so a swap-in fault
+// costs one thread wakeup each way, as a kernel major fault does.
 #include <errno.h>
 
+#include <memory>
 #include <vector>
+
+#include "absl/strings/str_format.h"
 
 #include "runtime/log.h"
 #include "uvm/uvm.h"
@@ -22,15 +29,22 @@ bool transient(int error) {
  * uvm_aiodone_daemon: main loop for the aiodone daemon.
  */
 void Uvm::uvm_aiodone_daemon() {
-  std::vector<io::WriteCompletion> done;
+  std::vector<io::Completion> done;
   for (;;) {
     done.clear();
-    dev_->ReapWrites(&done);
-    for (const io::WriteCompletion& wc : done) {
-      uvm_aio_aiodone(static_cast<swapio*>(wc.cookie), wc.result);
+    dev_->Reap(&done);
+    for (const io::Completion& c : done) {
+      if (c.read) {
+        uvm_aio_swapin_done(static_cast<swapin_io*>(c.cookie), c.result);
+      } else {
+        uvm_aio_aiodone(static_cast<swapio*>(c.cookie), c.result);
+      }
     }
-    // Stop only once no write is left in flight.
-    if (aiodone_stopping_.load(std::memory_order_acquire) && get(uvmexp_.paging) == 0) break;
+    // Stop only once no I/O is left in flight.
+    if (aiodone_stopping_.load(std::memory_order_acquire) && get(uvmexp_.paging) == 0 &&
+        swapins_pending() == 0) {
+      break;
+    }
   }
 }
 
@@ -80,6 +94,40 @@ void Uvm::uvm_aio_aiodone(swapio* io, int64_t result) {
     MutexLock l(&fpageqlock_);
     free_cv_.SignalAll();
   }
+}
+
+void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
+  std::unique_ptr<swapin_io> owned(io);
+  Region& r = *io->region;
+  const int64_t want = static_cast<int64_t>(io->n) * static_cast<int64_t>(PAGE_SIZE);
+  absl::Status st;
+  if (result < 0) {
+    st = absl::DataLossError(absl::StrFormat("swap read of slot %d failed: %s", io->slot0,
+                                             strerror(static_cast<int>(-result))));
+  } else if (result != want) {
+    // A short read is the error it is, never success.
+    st = absl::DataLossError(
+        absl::StrFormat("short swap read at slot %d: %d of %d bytes", io->slot0, result, want));
+  }
+  swapin_retry retry = SWAPIN_DONE;
+  absl::Status out;
+  {
+    Chunk& c = r.chunk_of(io->idx);
+    MutexLock l(&c.vmobjlock);
+    out = uvm_fault_swapin_finish(r, c, io->idx, io->run, io->n, io->write, st, &retry);
+  }
+  if (retry != SWAPIN_DONE) {
+    // Mapping must wait for an event to be read, or the read failed: a
+    // fault-handler thread takes over, as it may wait.
+    defer_fault_(deferred_fault{std::move(io->region), io->idx,
+                                io->write ? FAULT_WRITE : FAULT_READ, io->slot0,
+                                retry == SWAPIN_FAILED ? st : absl::OkStatus()});
+  } else if (!out.ok()) {
+    logger()->warn("uvmrt: swap-in at slot {}: {}", io->slot0, out.ToString());
+  }
+  // Counted out last, so that destroy, which waits for this to reach zero,
+  // finds any deferred fault already queued.
+  swapins_pending_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 }  // namespace uvmrt::uvm

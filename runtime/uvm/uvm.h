@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -76,6 +77,30 @@ struct swapio {
   std::vector<iovec> iov;
 };
 
+// One asynchronous swap-in read in flight: the fault-around run of pages
+// run[0..n) at idx, read from slots slot0, slot0 + 1, ... (UVM's buf of an
+// asynchronous pagein).  The pages are PG_BUSY until aiodone finishes it.
+struct swapin_io {
+  std::shared_ptr<Region> region;
+  uint64_t idx = 0;
+  uint64_t n = 0;
+  uint32_t slot0 = 0;
+  bool write = false;
+  vm_page* run[kMaxFaultAhead + 1];
+  iovec iov[kMaxFaultAhead + 1];
+};
+
+// A fault that aiodone cannot finish without waiting, handed back to a
+// fault-handler thread: fault again; or, if `failed` is not OK, the read of
+// the page's own slot `slot` failed, and the page is to be poisoned.
+struct deferred_fault {
+  std::shared_ptr<Region> region;
+  uint64_t idx = 0;
+  fault_access access = FAULT_READ;
+  uint32_t slot = 0;
+  absl::Status failed;
+};
+
 class Uvm {
  public:
   // `pmap` and `dev` outlive the Uvm.  `stats`, if given, is where the
@@ -122,6 +147,13 @@ class Uvm {
     return old;
   }
 
+  // uao_dropswap: frees the page's slot, if it has one.  Called when the
+  // page is dirtied: its slot no longer matches it, and freeing it at once
+  // (as Linux frees a swap entry on a write fault) keeps swap from filling
+  // with stale copies, so clusters still find contiguous free slots.
+  // => caller holds c.vmobjlock, c == r.chunk_of(idx).
+  void uao_dropswap(Chunk& c, uint64_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+
   // ---- region events (uvm_aobj.cc) ----
 
   // The application discarded [start, end) (MADV_DONTNEED, MADV_REMOVE):
@@ -158,6 +190,23 @@ class Uvm {
   // the fault would wait; *st is the outcome otherwise.
   // => the userfaultfd reader, which must never wait; holds no lock.
   bool uvm_fault_try(Region& r, uint64_t idx, fault_access access, absl::Status* st);
+
+  // Lets uvm_fault_try start swap-ins: it submits the read and returns, and
+  // aiodone maps the pages when the read completes (one wakeup each way, as
+  // a kernel major fault).  What aiodone cannot finish without waiting goes
+  // to `defer`, which hands it to a thread that may wait.  Only on devices
+  // with asynchronous reads.
+  // => before the first fault.
+  void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer);
+
+  // Asynchronous swap-ins in flight.
+  // => any thread.
+  int64_t swapins_pending() const { return swapins_pending_.load(std::memory_order_acquire); }
+
+  // A deferred fault whose read failed: poisons the page if it is still
+  // only in slot `slot`, else faults again.
+  // => any fault-handler thread; holds no lock.
+  absl::Status uvm_fault_readerr(Region& r, uint64_t idx, uint32_t slot, const absl::Status& st);
 
   // ---- frames and queues (uvm_page.cc) ----
 
@@ -254,6 +303,12 @@ class Uvm {
   // => aiodone thread (or a test standing in for it).
   void uvm_aio_aiodone(swapio* io, int64_t result);
 
+  // uvm_aio_swapin_done: finishes one asynchronous swap-in: the pages become
+  // resident and are mapped, which wakes the faulting thread.  Never waits:
+  // what would wait is deferred.
+  // => aiodone thread; holds no lock.
+  void uvm_aio_swapin_done(swapin_io* io, int64_t result);
+
   // ---- lifecycle ----
 
   // Asks the page daemon and uvm_wait sleepers to stop.
@@ -305,9 +360,16 @@ class Uvm {
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
   absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                   uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
-  enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE };
+  enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE, SWAPIN_FAILED };
   absl::Status uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run, uint64_t n,
                                 uint32_t slot0, bool write, swapin_retry* retry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  absl::Status uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                      uint64_t n, uint32_t slot0, bool write)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  absl::Status uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                       uint64_t n, bool write, const absl::Status& st,
+                                       swapin_retry* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uint32_t slot0,
                                        const absl::Status& st)
@@ -328,6 +390,10 @@ class Uvm {
   uvmexp_t& uvmexp_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> aiodone_stopping_{false};
+  // Set before the first fault (uvm_enable_async_swapin), then constant.
+  bool async_swapin_ = false;
+  std::function<void(deferred_fault)> defer_fault_;
+  std::atomic<int64_t> swapins_pending_{0};
 
   // Regions (UVM's vm_map, reduced to a table of objects).
   RwMutex maplock_;

@@ -123,6 +123,11 @@ std::vector<std::shared_ptr<Region>> Uvm::regions_overlapping(uintptr_t start, u
   return out;
 }
 
+void Uvm::uao_dropswap(Chunk& c, uint64_t idx) {
+  const uint32_t slot = uao_set_swslot(c, idx, 0);
+  if (slot != 0) uvm_swap_free(static_cast<int>(slot), 1);
+}
+
 void Uvm::uvm_page_release(Chunk& c, vm_page* pg) {
   pgent& e = c.ent[pg->offset & kChunkMask];
   const uint32_t slot = e.swslot;

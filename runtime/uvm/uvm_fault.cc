@@ -97,6 +97,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
         // First write to a clean, mapped page: it is dirty from now on.
         if (pg->flags() & PG_SWAPIN) r.note_written_after_swapin();
         pg->clearbits(PG_CLEAN | PG_SWAPIN);
+        uao_dropswap(c, idx);
         inc(uvmexp_.flt_wp);
         absl::Status st = pmap_->unprotect(r, idx);
         if (absl::IsUnavailable(st)) {
@@ -113,6 +114,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       if (write) {
         if (pg->flags() & PG_SWAPIN) r.note_written_after_swapin();
         pg->clearbits(PG_CLEAN | PG_SWAPIN);
+        uao_dropswap(c, idx);
       }
       pg->setbits(PG_PMAP_REF);
       inc(uvmexp_.flt_react);
@@ -127,8 +129,9 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       return st;
     }
 
-    // Not resident: get a frame.  A swap-in waits for I/O.
-    if (nowait && e.swslot != 0) return kWouldBlock();
+    // Not resident: get a frame.  A swap-in waits for I/O, unless it can be
+    // started here and finished by aiodone.
+    if (nowait && e.swslot != 0 && !async_swapin_) return kWouldBlock();
     vm_page* pg = uvm_pagealloc(&r, idx);
     if (pg == nullptr) {
       if (nowait) return kWouldBlock();
@@ -182,6 +185,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       }
       return st;
     }
+    if (nowait) return uvm_fault_swapin_start(r, c, idx, run, n, slot0, write);
     swapin_retry retry = SWAPIN_DONE;
     absl::Status st = uvm_fault_swapin(r, c, idx, run, n, slot0, write, &retry);
     if (retry == SWAPIN_RETRY_ALONE) {
@@ -193,6 +197,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       retry_later(c);
       continue;
     }
+    if (retry == SWAPIN_FAILED) return uvm_fault_swapin_failed(r, c, idx, slot0, st);
     return st;
   }
 }
@@ -228,7 +233,7 @@ absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page*
 // SWAPIN_RETRY_MAP, the pages are resident but not all mapped (an event is
 // pending): fault again; SWAPIN_RETRY_ALONE, the run's read failed: fault
 // again reading the faulting page alone, so a bad slot fails only the page
-// it holds.
+// it holds; SWAPIN_FAILED, the read of the faulting page alone failed.
 // => caller holds c.vmobjlock, c == r.chunk_of(idx); it is dropped during
 //    the read.
 absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
@@ -239,6 +244,56 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
   c.vmobjlock.Unlock();
   absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
   c.vmobjlock.Lock();
+  return uvm_fault_swapin_finish(r, c, idx, run, n, write, st, retry);
+}
+
+// Starts the swap-in of the run run[0..n) at idx as one asynchronous read;
+// aiodone finishes it (uvm_aio_swapin_done).  Aborted ("would block") with
+// the frames given back if the read cannot be queued now: a fault-handler
+// thread then reads synchronously.
+// => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
+absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                         uint64_t n, uint32_t slot0, bool write) {
+  std::unique_ptr<swapin_io> io(new (std::nothrow) swapin_io);
+  if (io != nullptr) {
+    io->region = r.shared_from_this();
+    io->idx = idx;
+    io->n = n;
+    io->slot0 = slot0;
+    io->write = write;
+    for (uint64_t i = 0; i < n; i++) {
+      io->run[i] = run[i];
+      io->iov[i].iov_base = pmap_->direct(*run[i]->uobject, run[i]->offset);
+      io->iov[i].iov_len = PAGE_SIZE;
+      run[i]->setbits(PG_BUSY);
+    }
+    swapins_pending_.fetch_add(1, std::memory_order_acq_rel);
+    absl::Status st =
+        dev_->SubmitRead(slot0, io->iov, static_cast<int>(n), static_cast<void*>(io.get()));
+    if (st.ok()) {
+      io.release();  // aiodone owns it now
+      return absl::OkStatus();
+    }
+    swapins_pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (!absl::IsUnavailable(st)) {
+      logger()->warn("uvmrt: swap read could not be queued: {}", st.ToString());
+    }
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    if (io != nullptr) uvm_page_unbusy(c, run[i]);
+    c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
+    uvm_pagefree(run[i]);
+  }
+  return kWouldBlock();
+}
+
+// After the read of a swap-in run (status st): the pages that stay become
+// resident and are mapped.  *retry as uvm_fault_swapin.
+// => caller holds c.vmobjlock, c == r.chunk_of(idx); the pages are PG_BUSY,
+//    held by the caller.
+absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
+                                          uint64_t n, bool write, const absl::Status& st,
+                                          swapin_retry* retry) {
   // Which of the run's pages end up resident.  A page discarded meanwhile
   // (PG_RELEASED) reads zero now; after a failed read every page gives its
   // frame back and keeps its slot.
@@ -274,13 +329,17 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
     pmap_->wake(r, idx);
     return absl::OkStatus();
   }
-  if (!st.ok() && n > 1) {
-    // Which slot of the run failed is unknown: read the faulting page's
-    // own slot alone before blaming it.
-    *retry = SWAPIN_RETRY_ALONE;
+  if (!st.ok() && released && n == 1) {
+    // Discarded during the failed read: it reads zero now.
+    pmap_->wake(r, idx);
+    return absl::OkStatus();
+  }
+  if (!st.ok()) {
+    // Which slot of a run failed is unknown: read the faulting page's own
+    // slot alone before blaming it.
+    *retry = n > 1 ? SWAPIN_RETRY_ALONE : SWAPIN_FAILED;
     return st;
   }
-  if (!st.ok()) return uvm_fault_swapin_failed(r, c, idx, slot0, st);
 
   // If the faulting page itself was discarded, its thread retries (and
   // reads zero); the rest of the run is resident all the same.
@@ -290,10 +349,16 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
   inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
   // The pages match their slots until written; the faulting page is dirty
   // at once if this is a write.
+  // Pages that cannot be kept clean give up their slots at once
+  // (uao_dropswap).
   const bool track = pmap_->tracks_modify();
   for (uint64_t i = 0; i < n; i++) {
     if (!good[i]) continue;
-    if (track) run[i]->setbits(PG_CLEAN | PG_SWAPIN);
+    if (track) {
+      run[i]->setbits(PG_CLEAN | PG_SWAPIN);
+    } else {
+      uao_dropswap(c, idx + i);
+    }
     run[i]->setbits(PG_PMAP_REF);
     pageactivate(run[i]);
   }
@@ -302,6 +367,7 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
   // instead of two.
   if (good[0] && (write || (track && r.swapin_map_dirty()))) {
     run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
+    uao_dropswap(c, idx);
   }
   // Map the resident pages, a contiguous run per call.
   absl::Status mst;
@@ -349,6 +415,34 @@ absl::Status Uvm::uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uin
     pmap_->wake(r, idx);
   }
   return st;
+}
+
+}  // namespace uvmrt::uvm
+
+namespace uvmrt::uvm {
+
+void Uvm::uvm_enable_async_swapin(std::function<void(deferred_fault)> defer) {
+  if (!dev_->async_reads()) return;
+  defer_fault_ = std::move(defer);
+  async_swapin_ = true;
+}
+
+absl::Status Uvm::uvm_fault_readerr(Region& r, uint64_t idx, uint32_t slot,
+                                    const absl::Status& st) {
+  {
+    Chunk& c = r.chunk_of(idx);
+    MutexLock l(&c.vmobjlock);
+    if (r.dead()) {
+      pmap_->wake(r, idx);
+      return absl::OkStatus();
+    }
+    const pgent& e = c.ent[idx & kChunkMask];
+    if (e.frame == kNoFrame && e.swslot == slot) {
+      return uvm_fault_swapin_failed(r, c, idx, slot, st);
+    }
+  }
+  // Discarded, or brought in by another fault meanwhile: fault again.
+  return uvm_fault(r, idx, FAULT_READ);
 }
 
 }  // namespace uvmrt::uvm

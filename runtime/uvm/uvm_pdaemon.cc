@@ -101,8 +101,7 @@ vm_page* Uvm::uvmpd_iter_next(pglist& q, vm_page* iter) {
  * => called with owner locked.
  */
 void Uvm::uvmpd_dropswap(Chunk& c, vm_page* pg) {
-  const uint32_t slot = uao_set_swslot(c, pg->offset, 0);
-  if (slot != 0) uvm_swap_free(static_cast<int>(slot), 1);
+  uao_dropswap(c, pg->offset);
 }
 
 bool Uvm::swapcluster_allocslots(swapcluster* swc) {
