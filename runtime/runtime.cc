@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -49,7 +50,10 @@ class RuntimeImpl {
     uvm::fault_access access = uvm::FAULT_READ;
     // Set for a swap-in whose read of its own slot failed (in aiodone).
     uint32_t failed_slot = 0;
-    absl::Status failed;
+    std::string failed;
+    // Nonzero for a swap-in run aiodone could not map: map this many pages.
+    uint64_t maprun = 0;
+    bool readahead = false;
   };
 
   std::unique_ptr<uvm::UvmexpChannel> stats;
@@ -181,7 +185,7 @@ void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
     return;
   }
   MutexLock l(&work_lock);
-  work.push_back(FaultWork{std::move(r), idx, access, 0, absl::OkStatus()});
+  work.push_back(FaultWork{std::move(r), idx, access, 0, std::string(), 0, false});
   work_cv.Signal();
 }
 
@@ -195,7 +199,9 @@ void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
     pmap->wake(*d.region, d.idx);
     return;
   }
-  work.push_back(FaultWork{std::move(d.region), d.idx, d.access, d.slot, std::move(d.failed)});
+  const uint64_t maprun = d.failed.empty() && (d.n > 1 || d.readahead) ? d.n : 0;
+  work.push_back(FaultWork{std::move(d.region), d.idx, d.access, d.slot, std::move(d.failed),
+                           maprun, d.readahead});
   work_cv.Signal();
 }
 
@@ -277,9 +283,14 @@ void RuntimeImpl::worker_loop() {
       work.pop_front();
       busy_workers++;
     }
-    absl::Status st = w.failed.ok()
-                          ? uvm->uvm_fault(*w.region, w.idx, w.access)
-                          : uvm->uvm_fault_readerr(*w.region, w.idx, w.failed_slot, w.failed);
+    absl::Status st;
+    if (!w.failed.empty()) {
+      st = uvm->uvm_fault_readerr(*w.region, w.idx, w.failed_slot, absl::DataLossError(w.failed));
+    } else if (w.maprun != 0) {
+      st = uvm->uvm_fault_maprun(*w.region, w.idx, w.maprun, w.access, w.readahead);
+    } else {
+      st = uvm->uvm_fault(*w.region, w.idx, w.access);
+    }
     if (!st.ok()) logger()->warn("uvmrt: fault on page {}: {}", w.idx, st.ToString());
     MutexLock l(&work_lock);
     if (--busy_workers == 0 && work.empty()) idle_cv.SignalAll();

@@ -403,18 +403,7 @@ TEST_F(OutOfSwap, RuntimeDoesNotSpinWhileTheFaultWaits) {
 // ---- a map larger than memory allows ----
 
 // Sanitizers keep their own shadow memory, which an address-space limit
-// breaks; the test below needs one.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+// breaks; the test below needs one (kSanitized).
 
 // With overcommit, Map accepts regions up to 2^32 pages (16 TiB).  Whether
 // the runtime can keep the bookkeeping for one is a matter of memory; when

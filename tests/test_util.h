@@ -15,6 +15,19 @@ namespace uvmrt::testing {
 
 inline constexpr size_t kPage = 4096;
 
+// Built with AddressSanitizer or ThreadSanitizer.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // Sanitizer builds run the same tests on smaller regions
 // (UVMRT_TEST_SCALE=small).
 inline bool small_scale() {

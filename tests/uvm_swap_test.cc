@@ -9,43 +9,10 @@
 #include "gtest/gtest.h"
 #include "tests/fake_pmap.h"
 #include "tests/fake_swapdev.h"
+#include "tests/uvm_test_peer.h"
 #include "uvm/uvm.h"
 
 namespace uvmrt::uvm {
-
-// Reads the allocator's private state (the friend declared in uvm.h).
-class UvmTestPeer {
- public:
-  static bool Allocated(Uvm& u, uint64_t s) {
-    MutexLock l(&u.swap_lock_);
-    return u.swap_bit(s);
-  }
-  static bool Bad(Uvm& u, uint64_t s) {
-    MutexLock l(&u.swap_lock_);
-    return (u.swap_bad_[s / 64] >> (s % 64)) & 1;
-  }
-  // Allocated (or bad) slots among 1..nslots.
-  static int64_t CountAllocated(Uvm& u, uint64_t nslots) {
-    MutexLock l(&u.swap_lock_);
-    int64_t n = 0;
-    for (uint64_t s = 1; s <= nslots; s++) n += u.swap_bit(s) ? 1 : 0;
-    return n;
-  }
-  // The per-group free counts agree with the bitmap.
-  static bool GroupSummaryConsistent(Uvm& u) {
-    MutexLock l(&u.swap_lock_);
-    constexpr uint64_t kGroup = 256;
-    const uint64_t nbits = u.swap_map_.size() * 64;
-    for (uint64_t g = 0; g < u.swap_group_free_.size(); g++) {
-      uint32_t nfree = 0;
-      for (uint64_t s = g * kGroup; s < std::min((g + 1) * kGroup, nbits); s++) {
-        nfree += u.swap_bit(s) ? 0 : 1;
-      }
-      if (nfree != u.swap_group_free_[g]) return false;
-    }
-    return true;
-  }
-};
 
 namespace {
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -114,14 +115,22 @@ void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
   {
     Chunk& c = r.chunk_of(io->idx);
     MutexLock l(&c.vmobjlock);
-    out = uvm_fault_swapin_finish(r, c, io->idx, io->run, io->n, io->write, st, &retry);
+    out = uvm_fault_swapin_finish(r, c, io->idx, io->run, io->n, io->write, io->readahead, st,
+                                  &retry);
   }
   if (retry != SWAPIN_DONE) {
     // Mapping must wait for an event to be read, or the read failed: a
     // fault-handler thread takes over, as it may wait.
-    defer_fault_(deferred_fault{std::move(io->region), io->idx,
-                                io->write ? FAULT_WRITE : FAULT_READ, io->slot0,
-                                retry == SWAPIN_FAILED ? st : absl::OkStatus()});
+    deferred_fault d;
+    d.region = std::move(io->region);
+    d.idx = io->idx;
+    // SWAPIN_RETRY_MAP: map the run; otherwise fault again on its first page.
+    d.n = retry == SWAPIN_RETRY_MAP ? io->n : 1;
+    d.access = io->write ? FAULT_WRITE : FAULT_READ;
+    d.readahead = io->readahead;
+    d.slot = io->slot0;
+    if (retry == SWAPIN_FAILED) d.failed = std::string(st.message());
+    defer_fault_(std::move(d));
   } else if (!out.ok()) {
     logger()->warn("uvmrt: swap-in at slot {}: {}", io->slot0, out.ToString());
   }

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -51,6 +52,8 @@ inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
 // sequential access.
 inline constexpr uint64_t kMaxFaultAhead = 127;
 inline constexpr uint64_t kNormalFaultAhead = 63;
+// Read-ahead: runs read asynchronously after a sequential swap-in run.
+inline constexpr int kReadAheadRuns = 3;
 
 // Fault access kinds handed to uvm_fault.
 enum fault_access { FAULT_READ, FAULT_WRITE, FAULT_WP };
@@ -86,19 +89,28 @@ struct swapin_io {
   uint64_t n = 0;
   uint32_t slot0 = 0;
   bool write = false;
+  bool readahead = false;  // no thread faulted on run[0]
   vm_page* run[kMaxFaultAhead + 1];
   iovec iov[kMaxFaultAhead + 1];
 };
 
 // A fault that aiodone cannot finish without waiting, handed back to a
-// fault-handler thread: fault again; or, if `failed` is not OK, the read of
-// the page's own slot `slot` failed, and the page is to be poisoned.
+// fault-handler thread: map the run of n pages at idx, which the swap-in
+// left resident but unmapped (an event was unread), and fault again on idx
+// if it is not among them; or, if `failed` is not empty, the read of the page's
+// own slot `slot` failed, and the page is to be poisoned.  A read-ahead run
+// (`readahead`) has no faulting thread.
 struct deferred_fault {
   std::shared_ptr<Region> region;
   uint64_t idx = 0;
+  uint64_t n = 1;
   fault_access access = FAULT_READ;
+  bool readahead = false;
   uint32_t slot = 0;
-  absl::Status failed;
+  // The failed read's error message.  A string, not an absl::Status: a
+  // status's shared representation must not be released on two threads
+  // (the prebuilt abseil is not visible to ThreadSanitizer).
+  std::string failed;
 };
 
 class Uvm {
@@ -207,6 +219,13 @@ class Uvm {
   // only in slot `slot`, else faults again.
   // => any fault-handler thread; holds no lock.
   absl::Status uvm_fault_readerr(Region& r, uint64_t idx, uint32_t slot, const absl::Status& st);
+
+  // A deferred swap-in run whose mapping met an unread event: maps the run's
+  // pages that are still resident and active, waiting out the event; then,
+  // unless `readahead`, faults again on idx if it was not mapped.
+  // => any fault-handler thread; holds no lock.
+  absl::Status uvm_fault_maprun(Region& r, uint64_t idx, uint64_t n, fault_access access,
+                                bool readahead);
 
   // ---- frames and queues (uvm_page.cc) ----
 
@@ -365,11 +384,15 @@ class Uvm {
                                 uint32_t slot0, bool write, swapin_retry* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                      uint64_t n, uint32_t slot0, bool write)
+                                      uint64_t n, uint32_t slot0, bool write, bool readahead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                       uint64_t n, bool write, const absl::Status& st,
-                                       swapin_retry* retry)
+                                       uint64_t n, bool write, bool readahead,
+                                       const absl::Status& st, swapin_retry* retry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  uint64_t uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t max,
+                            vm_page** out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  void uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t n)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uint32_t slot0,
                                        const absl::Status& st)

@@ -160,20 +160,10 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     // serves a run.  They take free frames only; none is waited for.
     vm_page* run[kMaxFaultAhead + 1];
     run[0] = pg;
-    uint64_t n = 1;
     const uint64_t ahead = alone ? 0 : fault_ahead(r, idx);
     const uint32_t slot0 = e.swslot;
-    const uint64_t chunk_end = std::min(r.npages(), (idx | kChunkMask) + 1);
-    while (n <= ahead && idx + n < chunk_end) {
-      pgent& ne = c.ent[(idx + n) & kChunkMask];
-      if (ne.frame != kNoFrame) break;
-      if (slot0 == 0 ? ne.swslot != 0 : ne.swslot != slot0 + n) break;
-      vm_page* npg = uvm_pagealloc(&r, idx + n);
-      if (npg == nullptr) break;
-      ne.frame = frame_index(npg);
-      npg->setbits(PQ_SWAPBACKED);
-      run[n++] = npg;
-    }
+    const uint64_t n =
+        1 + uvm_fault_gather(r, c, idx + 1, slot0 == 0 ? 0 : slot0 + 1, ahead, run + 1);
     r.set_last_fault(idx + n - 1);
 
     if (slot0 == 0) {
@@ -185,7 +175,11 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       }
       return st;
     }
-    if (nowait) return uvm_fault_swapin_start(r, c, idx, run, n, slot0, write);
+    if (nowait) {
+      absl::Status st = uvm_fault_swapin_start(r, c, idx, run, n, slot0, write, false);
+      if (st.ok() && ahead > 0 && n == ahead + 1) uvm_fault_readahead(r, c, idx + n, slot0 + n, n);
+      return st;
+    }
     swapin_retry retry = SWAPIN_DONE;
     absl::Status st = uvm_fault_swapin(r, c, idx, run, n, slot0, write, &retry);
     if (retry == SWAPIN_RETRY_ALONE) {
@@ -199,6 +193,48 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     }
     if (retry == SWAPIN_FAILED) return uvm_fault_swapin_failed(r, c, idx, slot0, st);
     return st;
+  }
+}
+
+// The pages idx, idx + 1, ... (at most `max`, within idx's chunk) that are
+// not resident and hold slots slot, slot + 1, ... (slot 0: hold no slot),
+// each given a free frame, into out[].  Returns how many.  Never waits.
+// => caller holds c.vmobjlock, c == r.chunk_of(idx).
+uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t max,
+                               vm_page** out) {
+  const uint64_t chunk_end = std::min(r.npages(), ((idx - 1) | kChunkMask) + 1);
+  uint64_t n = 0;
+  while (n < max && idx + n < chunk_end) {
+    pgent& ne = c.ent[(idx + n) & kChunkMask];
+    if (ne.frame != kNoFrame) break;
+    if (slot == 0 ? ne.swslot != 0 : ne.swslot != slot + n) break;
+    vm_page* npg = uvm_pagealloc(&r, idx + n);
+    if (npg == nullptr) break;
+    ne.frame = frame_index(npg);
+    npg->setbits(PQ_SWAPBACKED);
+    out[n++] = npg;
+  }
+  return n;
+}
+
+// Read-ahead: after a sequential swap-in run of `n` pages, up to
+// kReadAheadRuns more runs of the chunk that follow it in swap are read
+// asynchronously too, so the device has several reads in flight while the
+// application works through the first.  aiodone maps them when they arrive;
+// a touch before that waits on PG_BUSY.  Free frames only.
+// => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
+void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t n) {
+  for (int k = 0; k < kReadAheadRuns; k++) {
+    // Only within the chunk of the faulting page (idx - 1 is in it).
+    if ((idx & kChunkMask) == 0) return;
+    vm_page* run[kMaxFaultAhead + 1];
+    const uint64_t got = uvm_fault_gather(r, c, idx, slot, n, run);
+    if (got == 0) return;
+    if (!uvm_fault_swapin_start(r, c, idx, run, got, slot, false, true).ok()) return;
+    r.set_last_fault(idx + got - 1);
+    if (got < n) return;
+    idx += got;
+    slot += static_cast<uint32_t>(got);
   }
 }
 
@@ -244,16 +280,17 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
   c.vmobjlock.Unlock();
   absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
   c.vmobjlock.Lock();
-  return uvm_fault_swapin_finish(r, c, idx, run, n, write, st, retry);
+  return uvm_fault_swapin_finish(r, c, idx, run, n, write, false, st, retry);
 }
 
 // Starts the swap-in of the run run[0..n) at idx as one asynchronous read;
-// aiodone finishes it (uvm_aio_swapin_done).  Aborted ("would block") with
-// the frames given back if the read cannot be queued now: a fault-handler
-// thread then reads synchronously.
+// aiodone finishes it (uvm_aio_swapin_done).  A read-ahead run has no
+// faulting page.  Aborted ("would block") with the frames given back if the
+// read cannot be queued now: a fault-handler thread then reads
+// synchronously.
 // => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
 absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                         uint64_t n, uint32_t slot0, bool write) {
+                                         uint64_t n, uint32_t slot0, bool write, bool readahead) {
   std::unique_ptr<swapin_io> io(new (std::nothrow) swapin_io);
   if (io != nullptr) {
     io->region = r.shared_from_this();
@@ -261,6 +298,7 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
     io->n = n;
     io->slot0 = slot0;
     io->write = write;
+    io->readahead = readahead;
     for (uint64_t i = 0; i < n; i++) {
       io->run[i] = run[i];
       io->iov[i].iov_base = pmap_->direct(*run[i]->uobject, run[i]->offset);
@@ -292,8 +330,8 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
 // => caller holds c.vmobjlock, c == r.chunk_of(idx); the pages are PG_BUSY,
 //    held by the caller.
 absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                          uint64_t n, bool write, const absl::Status& st,
-                                          swapin_retry* retry) {
+                                          uint64_t n, bool write, bool readahead,
+                                          const absl::Status& st, swapin_retry* retry) {
   // Which of the run's pages end up resident.  A page discarded meanwhile
   // (PG_RELEASED) reads zero now; after a failed read every page gives its
   // frame back and keeps its slot.
@@ -329,6 +367,10 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
     pmap_->wake(r, idx);
     return absl::OkStatus();
   }
+  if (!st.ok() && readahead) {
+    // Nobody waits for these pages: they stay in swap until touched.
+    return absl::OkStatus();
+  }
   if (!st.ok() && released && n == 1) {
     // Discarded during the failed read: it reads zero now.
     pmap_->wake(r, idx);
@@ -345,12 +387,15 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
   // reads zero); the rest of the run is resident all the same.
   dec(uvmexp_.swpgonly, static_cast<int64_t>(ngood));
   inc(uvmexp_.pgswapin, static_cast<int64_t>(ngood));
-  inc(uvmexp_.flt_swapin);
-  inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
+  if (readahead) {
+    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood));
+  } else {
+    inc(uvmexp_.flt_swapin);
+    inc(uvmexp_.flt_around, static_cast<int64_t>(ngood - (good[0] ? 1 : 0)));
+  }
   // The pages match their slots until written; the faulting page is dirty
-  // at once if this is a write.
-  // Pages that cannot be kept clean give up their slots at once
-  // (uao_dropswap).
+  // at once if this is a write.  Pages that cannot be kept clean give up
+  // their slots at once (uao_dropswap).
   const bool track = pmap_->tracks_modify();
   for (uint64_t i = 0; i < n; i++) {
     if (!good[i]) continue;
@@ -365,7 +410,7 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
   // A read fault maps the page writable too when the region's swapped-in
   // pages mostly get written (Region::swapin_map_dirty): one fault
   // instead of two.
-  if (good[0] && (write || (track && r.swapin_map_dirty()))) {
+  if (!readahead && good[0] && (write || (track && r.swapin_map_dirty()))) {
     run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
     uao_dropswap(c, idx);
   }
@@ -425,6 +470,52 @@ void Uvm::uvm_enable_async_swapin(std::function<void(deferred_fault)> defer) {
   if (!dev_->async_reads()) return;
   defer_fault_ = std::move(defer);
   async_swapin_ = true;
+}
+
+absl::Status Uvm::uvm_fault_maprun(Region& r, uint64_t idx, uint64_t n, fault_access access,
+                                   bool readahead) {
+  bool mapped_idx = false;
+  {
+    Chunk& c = r.chunk_of(idx);
+    MutexLock l(&c.vmobjlock);
+    const bool track = pmap_->tracks_modify();
+    // The page at idx + i, if it is resident, idle and active: mappable.
+    auto mappable = [&](uint64_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) -> vm_page* {
+      const pgent& e = c.ent[(idx + i) & kChunkMask];
+      if (e.frame == kNoFrame) return nullptr;
+      vm_page* p = &frames_[e.frame];
+      const uint32_t f = p->flags();
+      if ((f & (PG_BUSY | PG_DEACT)) || !(f & PQ_ACTIVE)) return nullptr;
+      return p;
+    };
+    for (uint64_t i = 0; i < n && !r.dead();) {
+      vm_page* p = mappable(i);
+      if (p == nullptr) {
+        i++;
+        continue;
+      }
+      const bool wp = track && (p->flags() & PG_CLEAN);
+      uint64_t j = i + 1;
+      for (vm_page* q; j < n && (q = mappable(j)) != nullptr; j++) {
+        if ((track && (q->flags() & PG_CLEAN)) != wp) break;
+      }
+      absl::Status st = pmap_->enter_run(r, idx + i, j - i, wp);
+      if (absl::IsUnavailable(st)) {
+        retry_later(c);  // the run is looked at again
+        continue;
+      }
+      if (i == 0) mapped_idx = true;
+      i = j;
+    }
+    if (r.dead()) {
+      if (!readahead) pmap_->wake(r, idx);
+      return absl::OkStatus();
+    }
+  }
+  // The faulting page changed state meanwhile (discarded, deactivated):
+  // fault on it as usual.
+  if (readahead || mapped_idx) return absl::OkStatus();
+  return uvm_fault(r, idx, access);
 }
 
 absl::Status Uvm::uvm_fault_readerr(Region& r, uint64_t idx, uint32_t slot,

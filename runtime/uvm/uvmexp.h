@@ -54,7 +54,7 @@ struct uvmexp_t {
   counter flt_zfill{0};     // [a] zero-fill
   counter flt_swapin{0};    // [a] swap-in
   counter flt_react{0};     // [a] resident page remapped
-  counter flt_around{0};    // [a] extra pages brought in by fault-around
+  counter flt_around{0};    // [a] extra pages brought in by fault-around and read-ahead
   counter flt_wp{0};        // [a] first write to a clean page
   counter flt_busywait{0};  // [a] waits on PG_BUSY
   counter flt_uvmwait{0};   // [a] uvm_wait calls
