@@ -205,17 +205,27 @@ void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
   work_cv.Signal();
 }
 
+// The userfaultfd reader: reads fault messages and events, resolves what
+// needs no waiting, and starts swap-ins; it also reaps the swap-in reads it
+// started (Uvm::uvm_swapin_reaper): io_uring runs a read's completion
+// in the thread that submitted it, so handing it to aiodone would cost a
+// wakeup of both threads.
+// => the reader thread.
 void RuntimeImpl::reader_loop() {
   constexpr int kBatch = 64;
   uffd_msg msgs[kBatch];
-  pollfd fds[2] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}};
+  const int readfd = uvm->uvm_swapin_reaper();
+  auto reap_reads = [&] { uvm->uvm_swapin_reap(); };
+  // A negative descriptor is ignored by poll.
+  pollfd fds[3] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}, {readfd, POLLIN, 0}};
   for (;;) {
-    int pr = poll(fds, 2, -1);
+    int pr = poll(fds, 3, -1);
     if (pr < 0) {
       if (errno == EINTR) continue;
       logger()->critical("uvmrt: userfaultfd reader: poll: {}", strerror(errno));
       return;
     }
+    if (fds[2].revents != 0) reap_reads();
     // On stop, whatever is queued is still read and handled (drained), so a
     // thread that faulted before destroy began is served, not left for the
     // views' removal to kill.
@@ -243,7 +253,16 @@ void RuntimeImpl::reader_loop() {
       if (!stop) break;
     }
     if (stop) {
-      if (stop_phase.load() >= 2) return;
+      if (stop_phase.load() >= 2) {
+        // Reads still in flight finish here, bounded by the device.
+        const absl::Time deadline = absl::Now() + absl::Seconds(10);
+        while (readfd >= 0 && uvm->swapins_pending() > 0 && absl::Now() < deadline) {
+          pollfd rfd{readfd, POLLIN, 0};
+          poll(&rfd, 1, 10);
+          reap_reads();
+        }
+        return;
+      }
       MutexLock l(&work_lock);
       drained = true;
       idle_cv.SignalAll();

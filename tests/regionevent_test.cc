@@ -2,6 +2,7 @@
 // the application can do to it: MADV_DONTNEED, MADV_REMOVE, munmap, mremap
 // and fork.  Frames and slots are released, and nothing stale is read back.
 #include <signal.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,6 +130,41 @@ TEST(RegionEvents, MunmapOfPartReleasesIt) {
   EXPECT_EQ(after.swpginuse, 0);
   EXPECT_EQ(after.regions, 0);
   EXPECT_EQ(after.free, after.npages);
+}
+
+// The userfaultfd reader reaps the swap-in reads it starts.  An munmap of a
+// whole region whose read-ahead is still in flight has that same thread tear
+// the region down, which waits for the region's busy pages: it must finish
+// those reads itself meanwhile, or it would wait for ever.
+TEST(RegionEvents, MunmapWhileReadAheadIsInFlight) {
+  const size_t budget = test_budget();
+  std::unique_ptr<Runtime> rt = make_runtime(test_options(budget));
+  const size_t bytes = 4 * budget;
+  const uint64_t npages = bytes / kPage;
+  for (uint64_t gen = 1; gen <= 10; gen++) {
+    char* base = static_cast<char*>(*rt->Map(bytes));
+    ASSERT_TRUE(rt->Advise(base, Runtime::Advice::kSequential).ok());
+    for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
+    // Page 0 is in swap: its fault reads a 128-page run and starts reading
+    // the runs after it; the munmap follows as soon as the first is mapped.
+    ASSERT_EQ(check_page(base, 0, gen), -1);
+    ASSERT_EQ(munmap(base, bytes), 0);
+    Stats s = rt->GetStats();
+    for (int i = 0; i < 1000 && s.regions != 0; i++) {
+      usleep(10000);
+      s = rt->GetStats();
+    }
+    if (s.regions != 0) {
+      ADD_FAILURE() << "generation " << gen << ": the region's teardown did not end in 10 s";
+      fflush(stdout);
+      _exit(1);  // the reader is stuck, and destroying the runtime would wait for it
+    }
+  }
+  const Stats s = rt->GetStats();
+  EXPECT_EQ(s.swpginuse, 0);
+  EXPECT_EQ(s.swpgonly, 0);
+  EXPECT_EQ(s.free, s.npages);
+  EXPECT_EQ(rt->KernelResidentBytes(), 0);
 }
 
 TEST(RegionEvents, MunmapOfWholeRegionDetachesIt) {

@@ -8,7 +8,9 @@
 // devices that inject errors, short transfers and latency.
 //
 // Thread safety: SubmitWrite is called by one thread at a time (the page
-// daemon); Reap by the aiodone thread only; Read and Kick by any thread.
+// daemon); Reap by the aiodone thread only; Read and Kick by any thread;
+// SubmitRead, once TakeReadCompletions took its completions, and ReapReads by
+// one thread (the fault reader).
 #ifndef UVMRT_IO_SWAPDEV_H_
 #define UVMRT_IO_SWAPDEV_H_
 
@@ -66,6 +68,15 @@ class SwapDev {
     (void)slot, (void)iov, (void)iovcnt, (void)cookie;
     return absl::UnimplementedError("asynchronous reads are not supported");
   }
+  // Hands the completions of SubmitRead to the thread that submits them:
+  // from now on they are reaped with ReapReads, not Reap, and the returned
+  // descriptor polls readable while some are waiting.  -1: not supported
+  // (Reap keeps returning them).
+  // => the one thread that calls SubmitRead, before its first call.
+  virtual int TakeReadCompletions() { return -1; }
+  // Appends every read completion available now to *out; never waits.
+  // => the thread that called TakeReadCompletions.
+  virtual void ReapReads(std::vector<Completion>* out) { (void)out; }
 };
 
 }  // namespace uvmrt::io

@@ -20,6 +20,8 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kKickCookie = ~uint64_t{0};
 constexpr uint64_t kReadTag = 1;
+// Asynchronous reads in flight at most (fault-around and read-ahead runs).
+constexpr unsigned kReadRingDepth = 128;
 
 std::string errstr(int e) {
   return strerror(e);
@@ -141,6 +143,10 @@ UringSwapDev::~UringSwapDev() {
     if (wring_ok_) io_uring_queue_exit(&wring_);
   }
   {
+    MutexLock l(&rring_lock_);
+    if (rring_ok_) io_uring_queue_exit(&rring_);
+  }
+  {
     MutexLock l(&read_lock_);
     for (auto& r : read_all_) io_uring_queue_exit(r.get());
   }
@@ -158,7 +164,51 @@ absl::Status UringSwapDev::SubmitRead(uint64_t slot, const iovec* iov, int iovcn
   }
   const uint64_t data = reinterpret_cast<uint64_t>(cookie);
   if (data & kReadTag) return absl::InvalidArgumentError("unaligned read cookie");
-  return submit(/*write=*/false, slot, iov, iovcnt, data | kReadTag);
+  if (!rring_ok_) return submit(/*write=*/false, slot, iov, iovcnt, data | kReadTag);
+  MutexLock l(&rring_lock_);
+  if (rring_inflight_ >= kReadRingDepth) return absl::UnavailableError("swap read queue full");
+  io_uring_sqe* sqe = io_uring_get_sqe(&rring_);
+  if (sqe == nullptr) return absl::UnavailableError("swap read submission queue full");
+  io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  io_uring_sqe_set_data64(sqe, data);
+  const int ret = io_uring_submit(&rring_);
+  if (ret < 0) {
+    if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
+      return absl::UnavailableError("swap read deferred: " + errstr(-ret));
+    }
+    return absl::InternalError("io_uring_submit: " + errstr(-ret));
+  }
+  rring_inflight_++;
+  return absl::OkStatus();
+}
+
+int UringSwapDev::TakeReadCompletions() {
+  MutexLock l(&rring_lock_);
+  if (rring_ok_) return rring_.ring_fd;
+  const int ret = io_uring_queue_init(kReadRingDepth, &rring_, 0);
+  if (ret < 0) {
+    logger()->info("uvmrt: no ring for swap-in reads ({}); aiodone reaps them", errstr(-ret));
+    return -1;
+  }
+  rring_ok_ = true;
+  return rring_.ring_fd;
+}
+
+void UringSwapDev::ReapReads(std::vector<Completion>* out) {
+  MutexLock l(&rring_lock_);
+  if (!rring_ok_) return;
+  // A read's completion is posted by its task work, which this thread runs
+  // on its way back from any system call: a poll of the ring's descriptor
+  // returns once it has.
+  io_uring_cqe* cqe = nullptr;
+  unsigned head, n = 0;
+  io_uring_for_each_cqe(&rring_, head, cqe) {
+    n++;
+    out->push_back(Completion{reinterpret_cast<void*>(io_uring_cqe_get_data64(cqe)),
+                              static_cast<int64_t>(cqe->res), true});
+  }
+  io_uring_cq_advance(&rring_, n);
+  rring_inflight_ -= n;
 }
 
 absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, int iovcnt,

@@ -1,10 +1,13 @@
 // uring_swapdev.h: the swap device on a file, through io_uring with O_DIRECT.
 //
-// Cluster writes and asynchronous swap-in reads go through one ring that the
-// page daemon and the fault reader submit to and the aiodone thread reaps
-// (so the ring cannot be SINGLE_ISSUER).  Synchronous reads use a small pool
-// of rings, one per concurrent reader, each submitted and reaped by the
-// thread that borrowed it.
+// Cluster writes go through one ring that the page daemon submits to and
+// the aiodone thread reaps.  Asynchronous swap-in reads go through it too,
+// unless TakeReadCompletions gave them a ring of their own, which the fault
+// reader both submits to and reaps: io_uring finishes a read in the
+// submitting thread (task work), so a read reaped by another thread costs a
+// wakeup of each.  Synchronous reads use a small pool of rings, one per
+// concurrent reader, each submitted and reaped by the thread that borrowed
+// it.
 //
 // Thread safety: as SwapDev.
 #ifndef UVMRT_IO_URING_SWAPDEV_H_
@@ -44,6 +47,8 @@ class UringSwapDev final : public SwapDev {
   absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override;
   bool async_reads() const override { return true; }
   absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
+  int TakeReadCompletions() override;
+  void ReapReads(std::vector<Completion>* out) override;
 
   // The file's path ("" for an unnamed O_TMPFILE file) and whether it is
   // opened with O_DIRECT.
@@ -70,6 +75,13 @@ class UringSwapDev final : public SwapDev {
   bool wring_ok_ = false;
   unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
   unsigned depth_ = 0;
+
+  // The asynchronous read ring, once TakeReadCompletions made it: one
+  // thread submits and reaps (the lock is never contended).
+  Mutex rring_lock_;
+  io_uring rring_ ABSL_GUARDED_BY(rring_lock_);
+  bool rring_ok_ = false;
+  unsigned rring_inflight_ ABSL_GUARDED_BY(rring_lock_) = 0;
 
   Mutex read_lock_;
   std::vector<io_uring*> read_free_ ABSL_GUARDED_BY(read_lock_);

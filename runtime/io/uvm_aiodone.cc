@@ -1,11 +1,14 @@
-// uvm_aiodone.cc: the aiodone daemon, which finishes cluster writes and
-// asynchronous swap-ins.
+// uvm_aiodone.cc: the aiodone daemon, which finishes cluster writes, and
+// the completion of asynchronous swap-ins.
 //
 // UVM queues finished bufs on uvm.aio_done for uvm_aiodone_daemon; here the
 // io_uring completion queue is that queue, and this thread reaps it.  UVM
 // reads swap synchronously in the faulting thread; here the userfaultfd
-// reader starts the read and aiodone maps the pages, so a swap-in fault
-// costs one thread wakeup each way, as a kernel major fault does.
+// reader starts the read and, on the real device, reaps it too: io_uring
+// completes a read in the thread that submitted it, so a reader that handed
+// the completion on to aiodone would cost one more wakeup per fault.  With a
+// device that cannot do that (the tests' fault-injecting device), aiodone
+// reaps the reads with the writes.
 #include <errno.h>
 
 #include <memory>

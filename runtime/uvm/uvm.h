@@ -211,6 +211,16 @@ class Uvm {
   // => before the first fault.
   void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer);
 
+  // Makes the calling thread reap the asynchronous swap-ins it starts
+  // (SwapDev::TakeReadCompletions).  Returns the descriptor that polls
+  // readable when some have completed, or -1: aiodone reaps them.
+  // => the userfaultfd reader, before it starts any swap-in.
+  int uvm_swapin_reaper();
+  // Finishes every swap-in read that has completed (uvm_aio_swapin_done);
+  // never waits.
+  // => the reaper thread; holds no lock.
+  void uvm_swapin_reap();
+
   // Asynchronous swap-ins in flight.
   // => any thread.
   int64_t swapins_pending() const { return swapins_pending_.load(std::memory_order_acquire); }
@@ -325,7 +335,9 @@ class Uvm {
   // uvm_aio_swapin_done: finishes one asynchronous swap-in: the pages become
   // resident and are mapped, which wakes the faulting thread.  Never waits:
   // what would wait is deferred.
-  // => aiodone thread; holds no lock.
+  // => the thread that reaps swap-in reads: the userfaultfd reader, which
+  //    submitted them (SwapDev::TakeReadCompletions), or else aiodone; holds
+  //    no lock.
   void uvm_aio_swapin_done(swapin_io* io, int64_t result);
 
   // ---- lifecycle ----
@@ -415,6 +427,13 @@ class Uvm {
   std::atomic<bool> aiodone_stopping_{false};
   // Set before the first fault (uvm_enable_async_swapin), then constant.
   bool async_swapin_ = false;
+  // The descriptor of the swap-in reads the reaper thread reaps, or -1.
+  int swapin_readfd_ = -1;
+  // Waits a little for the reaper thread's own reads and finishes those
+  // done: a wait for a busy page on that thread would otherwise never end.
+  void uvm_swapin_reap_wait(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  // True on the thread uvm_swapin_reaper made the reaper.
+  bool is_swapin_reaper() const;
   std::function<void(deferred_fault)> defer_fault_;
   std::atomic<int64_t> swapins_pending_{0};
 

@@ -251,10 +251,16 @@ void Uvm::uao_teardown(Region& r) {
     MutexLock l(&c.vmobjlock);
     if (c.ent == nullptr) continue;  // never touched: nothing resident, no slot
     // As uao_detach: wait for every busy page (pageout or swap-in in flight).
+    // The userfaultfd reader (an UNMAP event) finishes its own swap-in reads
+    // meanwhile: nobody else would.
     for (uint64_t j = 0; j < n; j++) {
       for (;;) {
         const uint32_t f = c.ent[j].frame;
         if (f == kNoFrame || !(frames_[f].flags() & PG_BUSY)) break;
+        if (is_swapin_reaper()) {
+          uvm_swapin_reap_wait(c);
+          continue;
+        }
         frames_[f].setbits(PG_WANTED);
         c.wanted.Wait(&c.vmobjlock);
       }

@@ -3,6 +3,7 @@
 // A fault's kind (missing, minor, write-protect) is only a hint: the page's
 // state is read under its owner lock when the fault is handled, and every
 // fault ends with the page mapped, its threads woken to retry, or poisoned.
+#include <poll.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -470,6 +471,37 @@ void Uvm::uvm_enable_async_swapin(std::function<void(deferred_fault)> defer) {
   if (!dev_->async_reads()) return;
   defer_fault_ = std::move(defer);
   async_swapin_ = true;
+}
+
+namespace {
+thread_local const Uvm* t_swapin_reaper = nullptr;
+}  // namespace
+
+int Uvm::uvm_swapin_reaper() {
+  if (!async_swapin_) return -1;
+  swapin_readfd_ = dev_->TakeReadCompletions();
+  if (swapin_readfd_ >= 0) t_swapin_reaper = this;
+  return swapin_readfd_;
+}
+
+bool Uvm::is_swapin_reaper() const {
+  return t_swapin_reaper == this;
+}
+
+void Uvm::uvm_swapin_reap() {
+  std::vector<io::Completion> done;
+  dev_->ReapReads(&done);
+  for (const io::Completion& c : done) {
+    uvm_aio_swapin_done(static_cast<swapin_io*>(c.cookie), c.result);
+  }
+}
+
+void Uvm::uvm_swapin_reap_wait(Chunk& c) {
+  c.vmobjlock.Unlock();
+  pollfd p{swapin_readfd_, POLLIN, 0};
+  poll(&p, 1, 1);
+  uvm_swapin_reap();
+  c.vmobjlock.Lock();
 }
 
 absl::Status Uvm::uvm_fault_maprun(Region& r, uint64_t idx, uint64_t n, fault_access access,
