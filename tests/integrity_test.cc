@@ -124,11 +124,10 @@ TEST(Integrity, FourTimesBudgetFourThreadsThreePasses) {
 }
 
 TEST(Zeros, NeverWrittenPagesReadZeroThroughEviction) {
-  const size_t budget = test_budget();
-  auto rt = make_runtime(test_options(budget));
-  const size_t bytes = 4 * budget;
-  const uint64_t npages = bytes / kPage;
-  char* base = static_cast<char*>(*rt->Map(bytes));
+  const RegionFixture f;
+  Runtime* rt = f.rt.get();
+  const uint64_t npages = f.npages;
+  char* base = f.base;
   // Read-touch a few pages first, then write only even pages, evicting.
   for (uint64_t p = 1; p < npages; p += 64) ASSERT_TRUE(page_is_zero(base + p * kPage));
   for (uint64_t p = 0; p < npages; p += 2) fill_page(base + p * kPage, p, 1);
@@ -163,11 +162,10 @@ TEST(Zeros, RemappedMemoryReadsZero) {
 }
 
 TEST(CleanEviction, ReadOnlyPassEvictsWithoutSwapWrites) {
-  const size_t budget = test_budget();
-  auto rt = make_runtime(test_options(budget));
-  const size_t bytes = 4 * budget;
-  const uint64_t npages = bytes / kPage;
-  char* base = static_cast<char*>(*rt->Map(bytes));
+  const RegionFixture f;
+  Runtime* rt = f.rt.get();
+  const uint64_t npages = f.npages;
+  char* base = f.base;
   for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 3);
   // The first read pass swaps everything in and writes out what was still
   // dirty; afterwards every page is clean.
@@ -190,11 +188,10 @@ TEST(CleanEviction, ReadOnlyPassEvictsWithoutSwapWrites) {
 TEST(ReadAhead, SequentialReadBackReadsAheadAndStaysCorrect) {
   // Read-ahead takes free frames only, and the daemon keeps about freetarg
   // of them: a budget at the small test scale leaves too few for a run.
-  const size_t budget = size_t{16} << 20;
-  auto rt = make_runtime(test_options(budget));
-  const size_t bytes = 4 * budget;
-  const uint64_t npages = bytes / kPage;
-  char* base = static_cast<char*>(*rt->Map(bytes));
+  const RegionFixture f(size_t{16} << 20);
+  Runtime* rt = f.rt.get();
+  const uint64_t npages = f.npages;
+  char* base = f.base;
   for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 5);
   // The first read pass leaves every page clean and in the slot order of
   // the region; the second is measured.

@@ -17,17 +17,7 @@ namespace {
 
 constexpr int kChildGotSegv = 77;
 
-struct Fixture {
-  size_t budget = test_budget();
-  std::unique_ptr<Runtime> rt = make_runtime(test_options(budget));
-  size_t bytes = 4 * budget;
-  uint64_t npages = bytes / kPage;
-  char* base = static_cast<char*>(*rt->Map(bytes));
-
-  void write_all(uint64_t gen) {
-    for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
-  }
-};
+using Fixture = RegionFixture;
 
 void discard_and_check(int advice) {
   Fixture f;
@@ -137,12 +127,12 @@ TEST(RegionEvents, MunmapOfPartReleasesIt) {
 // the region down, which waits for the region's busy pages: it must finish
 // those reads itself meanwhile, or it would wait for ever.
 TEST(RegionEvents, MunmapWhileReadAheadIsInFlight) {
-  const size_t budget = test_budget();
-  std::unique_ptr<Runtime> rt = make_runtime(test_options(budget));
-  const size_t bytes = 4 * budget;
-  const uint64_t npages = bytes / kPage;
+  const Fixture f(test_budget(), /*map=*/false);
+  Runtime* rt = f.rt.get();
+  const size_t bytes = f.bytes;
+  const uint64_t npages = f.npages;
   for (uint64_t gen = 1; gen <= 10; gen++) {
-    char* base = static_cast<char*>(*rt->Map(bytes));
+    char* base = f.Map();
     ASSERT_TRUE(rt->Advise(base, Runtime::Advice::kSequential).ok());
     for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
     // Page 0 is in swap: its fault reads a 128-page run and starts reading

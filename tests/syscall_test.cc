@@ -33,11 +33,10 @@ class TempFile {
 };
 
 TEST(Syscalls, ReadIntoAndWriteFromNonResidentMemory) {
-  const size_t budget = test_budget();
-  auto rt = make_runtime(test_options(budget));
-  const size_t bytes = 4 * budget;
-  const uint64_t npages = bytes / kPage;
-  char* base = static_cast<char*>(*rt->Map(bytes));
+  const RegionFixture f;
+  Runtime* rt = f.rt.get();
+  const uint64_t npages = f.npages;
+  char* base = f.base;
 
   // Fill the whole region so its first pages are evicted to swap.
   for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 1);

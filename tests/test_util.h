@@ -84,6 +84,31 @@ inline bool page_is_zero(const void* p) {
   return std::memcmp(p, zero, kPage) == 0;
 }
 
+// The setup most integration tests share: a runtime with budget B (the test
+// budget unless given) and a region of 4 x B, mapped at construction unless
+// `map` is false (then Map() maps each one).
+struct RegionFixture {
+  explicit RegionFixture(size_t b = test_budget(), bool map = true)
+      : budget(b), rt(make_runtime(test_options(b))), bytes(4 * b), npages(bytes / kPage) {
+    if (map) base = Map();
+  }
+  char* Map() const {
+    auto m = rt->Map(bytes);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) std::abort();
+    return static_cast<char*>(*m);
+  }
+  void write_all(uint64_t gen) const {
+    for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
+  }
+
+  size_t budget;
+  std::unique_ptr<Runtime> rt;
+  size_t bytes;
+  uint64_t npages;
+  char* base = nullptr;
+};
+
 }  // namespace uvmrt::testing
 
 #endif  // UVMRT_TESTS_TEST_UTIL_H_

@@ -251,8 +251,8 @@ class PdaemonTest : public ::testing::Test {
         if (e.swslot != 0) {
           EXPECT_TRUE(slots.insert(e.swslot).second) << "slot " << e.swslot << " twice";
           EXPECT_LE(e.swslot, nslots_);
-          EXPECT_TRUE(UvmTestPeer::SlotAllocated(*uvm_, e.swslot)) << "slot " << e.swslot;
-          EXPECT_FALSE(UvmTestPeer::SlotBad(*uvm_, e.swslot)) << "slot " << e.swslot;
+          EXPECT_TRUE(UvmTestPeer::Allocated(*uvm_, e.swslot)) << "slot " << e.swslot;
+          EXPECT_FALSE(UvmTestPeer::Bad(*uvm_, e.swslot)) << "slot " << e.swslot;
           if (e.frame == kNoFrame) swponly++;
         }
       }
@@ -263,7 +263,7 @@ class PdaemonTest : public ::testing::Test {
     EXPECT_EQ(uvm_->exp().swpginuse.load(),
               static_cast<int64_t>(slots.size()) + uvm_->exp().swpgbad.load())
         << "a slot leaked (or was freed twice)";
-    EXPECT_EQ(UvmTestPeer::SlotsAllocated(*uvm_, nslots_), uvm_->exp().swpginuse.load());
+    EXPECT_EQ(UvmTestPeer::CountAllocated(*uvm_, nslots_), uvm_->exp().swpginuse.load());
     EXPECT_GE(uvm_->exp().paging.load(), 0);
   }
 
@@ -714,7 +714,7 @@ TEST_F(PdaemonTest, FinalPartialClusterFreesUnusedSlots) {
   ASSERT_EQ(w.size(), 1u);
   ExpectWrite(w[0], 1, *r, Range(0, 20));
   EXPECT_EQ(uvm_->exp().swpginuse.load(), 20) << "slots 21..32 must be freed";
-  for (uint64_t s = 21; s <= 32; s++) EXPECT_FALSE(UvmTestPeer::SlotAllocated(*uvm_, s)) << s;
+  for (uint64_t s = 21; s <= 32; s++) EXPECT_FALSE(UvmTestPeer::Allocated(*uvm_, s)) << s;
   EXPECT_EQ(uvm_->exp().paging.load(), 20);
   EXPECT_EQ(uvm_->exp().pdpageouts.load(), 1);
   EXPECT_EQ(uvm_->exp().pdpending.load(), 1);
@@ -843,7 +843,7 @@ TEST_F(PdaemonTest, AiodoneHardErrorMarksSlotsBad) {
     EXPECT_EQ(Flags(*r, i) & (PQ_INACTIVE | PG_BUSY | PG_CLEAN), PQ_INACTIVE) << "page " << i;
     EXPECT_EQ(Entry(*r, i).swslot, 0u) << "page " << i;
     EXPECT_TRUE(Holds(*r, i)) << "page " << i << ": data lost";
-    EXPECT_TRUE(UvmTestPeer::SlotBad(*uvm_, i + 1)) << "slot " << i + 1;
+    EXPECT_TRUE(UvmTestPeer::Bad(*uvm_, i + 1)) << "slot " << i + 1;
   }
   for (uint64_t i = 8; i < 16; i++) EXPECT_TRUE(Flags(*r, i) & PG_CLEAN);
   ExpectConsistent();
@@ -888,8 +888,8 @@ TEST_F(PdaemonTest, AiodoneTransientErrorFreesSlots) {
   for (uint64_t i = 0; i < 16; i++) {
     EXPECT_EQ(Flags(*r, i) & (PQ_INACTIVE | PG_BUSY | PG_CLEAN), PQ_INACTIVE) << "page " << i;
     EXPECT_EQ(Entry(*r, i).swslot, 0u) << "page " << i;
-    EXPECT_FALSE(UvmTestPeer::SlotAllocated(*uvm_, i + 1)) << "slot " << i + 1;
-    EXPECT_FALSE(UvmTestPeer::SlotBad(*uvm_, i + 1)) << "slot " << i + 1;
+    EXPECT_FALSE(UvmTestPeer::Allocated(*uvm_, i + 1)) << "slot " << i + 1;
+    EXPECT_FALSE(UvmTestPeer::Bad(*uvm_, i + 1)) << "slot " << i + 1;
   }
   ExpectConsistent();
   // A later pass writes them again.
@@ -1026,7 +1026,7 @@ TEST_F(PdaemonTest, SwapShortageTakesSlotsFromActivePages) {
   EXPECT_EQ(uvm_->exp().pddeact.load(), 20 + 16);
   EXPECT_EQ(Entry(*r, 0).swslot, 0u);
   EXPECT_EQ(Flags(*r, 0) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE);
-  EXPECT_FALSE(UvmTestPeer::SlotAllocated(*uvm_, 1));
+  EXPECT_FALSE(UvmTestPeer::Allocated(*uvm_, 1));
   EXPECT_EQ(uvm_->exp().swpginuse.load(), 15);
   for (uint64_t i = 1; i < 16; i++) {
     EXPECT_EQ(Entry(*r, i).swslot, i + 1) << "page " << i;
@@ -1422,7 +1422,7 @@ TEST_F(PdaemonTest, DetachFreesFramesAndSlots) {
   EXPECT_EQ(uvm_->exp().regions.load(), 1);
   EXPECT_EQ(pmap_.count(FakePmap::kDestroyView), 1);
   EXPECT_EQ(pmap_.count(FakePmap::kFreeRange), 1);
-  EXPECT_EQ(UvmTestPeer::SlotsAllocated(*uvm_, nslots_), 0);
+  EXPECT_EQ(UvmTestPeer::CountAllocated(*uvm_, nslots_), 0);
   ExpectConsistent();
 
   Detach(other);

@@ -114,21 +114,6 @@ class UvmTestPeer {
     u.uvmpd_scan_active(inactive_shortage, swap_shortage);
   }
 
-  static bool SlotAllocated(Uvm& u, uint64_t s) {
-    MutexLock l(&u.swap_lock_);
-    return u.swap_bit(s);
-  }
-  static bool SlotBad(Uvm& u, uint64_t s) {
-    MutexLock l(&u.swap_lock_);
-    return (u.swap_bad_[s / 64] >> (s % 64)) & 1;
-  }
-  static int64_t SlotsAllocated(Uvm& u, uint64_t nslots) {
-    MutexLock l(&u.swap_lock_);
-    int64_t n = 0;
-    for (uint64_t s = 1; s <= nslots; s++) n += u.swap_bit(s) ? 1 : 0;
-    return n;
-  }
-
  private:
   static Walk WalkList(const pglist& q) {
     Walk w;

@@ -41,6 +41,16 @@ absl::Status uring_error(int err) {
   return absl::InternalError("uvmrt: io_uring_queue_init failed: " + errstr(err));
 }
 
+// What io_uring_submit's result `ret` means for the I/O: a shortage of
+// kernel resources is transient (Unavailable: try again later).
+absl::Status submit_status(int ret) {
+  if (ret >= 0) return absl::OkStatus();
+  if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
+    return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
+  }
+  return absl::InternalError("io_uring_submit: " + errstr(-ret));
+}
+
 }  // namespace
 
 absl::Status ProbeUring() {
@@ -171,13 +181,7 @@ absl::Status UringSwapDev::SubmitRead(uint64_t slot, const iovec* iov, int iovcn
   if (sqe == nullptr) return absl::UnavailableError("swap read submission queue full");
   io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
   io_uring_sqe_set_data64(sqe, data);
-  const int ret = io_uring_submit(&rring_);
-  if (ret < 0) {
-    if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
-      return absl::UnavailableError("swap read deferred: " + errstr(-ret));
-    }
-    return absl::InternalError("io_uring_submit: " + errstr(-ret));
-  }
+  if (absl::Status st = submit_status(io_uring_submit(&rring_)); !st.ok()) return st;
   rring_inflight_++;
   return absl::OkStatus();
 }
@@ -229,13 +233,7 @@ absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, i
     io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
   }
   io_uring_sqe_set_data64(sqe, data);
-  int ret = io_uring_submit(&wring_);
-  if (ret < 0) {
-    if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
-      return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
-    }
-    return absl::InternalError("io_uring_submit: " + errstr(-ret));
-  }
+  if (absl::Status st = submit_status(io_uring_submit(&wring_)); !st.ok()) return st;
   inflight_++;
   return absl::OkStatus();
 }
