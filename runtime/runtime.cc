@@ -48,10 +48,11 @@ class RuntimeImpl {
     std::shared_ptr<uvm::Region> region;
     uint64_t idx = 0;
     uvm::fault_access access = uvm::FAULT_READ;
-    // Set for a swap-in whose read of its own slot failed (in aiodone).
+    // Set for a swap-in whose read of its own slot failed.
     uint32_t failed_slot = 0;
     std::string failed;
-    // Nonzero for a swap-in run aiodone could not map: map this many pages.
+    // Nonzero for a swap-in run its completion could not map: map this many
+    // pages.
     uint64_t maprun = 0;
     bool readahead = false;
   };
@@ -64,7 +65,7 @@ class RuntimeImpl {
   std::thread reader;
   std::vector<std::thread> handlers;
   // Faults that wait (busy pages, no free frame, swap-ins that cannot be
-  // started asynchronously) and faults aiodone defers, for the workers.
+  // started asynchronously) and faults the swap-in completion defers, for the workers.
   Mutex work_lock;
   std::deque<FaultWork> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
@@ -189,10 +190,11 @@ void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
   work_cv.Signal();
 }
 
-// Queues for the workers a fault that aiodone could not finish without
-// waiting.  Once the workers are gone (destroy), the thread is woken to
-// retry instead.
-// => aiodone thread; holds no lock.
+// Queues for the workers a fault that the swap-in completion could not
+// finish without waiting.  Once the workers are gone (destroy), the thread
+// is woken to retry instead.
+// => the thread that reaps swap-in reads (the reader, or aiodone); holds no
+//    lock.
 void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
   MutexLock l(&work_lock);
   if (stopping_workers) {
@@ -316,8 +318,8 @@ void RuntimeImpl::worker_loop() {
   }
 }
 
-// Phase 1 of destroy: the reader drains the userfaultfd, aiodone finishes
-// the swap-ins started, and the workers finish every fault queued, while
+// Phase 1 of destroy: the reader drains the userfaultfd and finishes the
+// swap-ins started, and the workers finish every fault queued, while
 // the page daemon still frees frames for them.  Bounded: a fault that cannot finish (out of swap)
 // gives up in uvm_wait after 5 s.
 // => destroying thread; holds no lock.

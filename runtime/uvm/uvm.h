@@ -82,7 +82,8 @@ struct swapio {
 
 // One asynchronous swap-in read in flight: the fault-around run of pages
 // run[0..n) at idx, read from slots slot0, slot0 + 1, ... (UVM's buf of an
-// asynchronous pagein).  The pages are PG_BUSY until aiodone finishes it.
+// asynchronous pagein).  The pages are PG_BUSY until uvm_aio_swapin_done
+// finishes it.
 struct swapin_io {
   std::shared_ptr<Region> region;
   uint64_t idx = 0;
@@ -94,7 +95,7 @@ struct swapin_io {
   iovec iov[kMaxFaultAhead + 1];
 };
 
-// A fault that aiodone cannot finish without waiting, handed back to a
+// A fault that the swap-in completion cannot finish without waiting, handed back to a
 // fault-handler thread: map the run of n pages at idx, which the swap-in
 // left resident but unmapped (an event was unread), and fault again on idx
 // if it is not among them; or, if `failed` is not empty, the read of the page's
@@ -204,10 +205,10 @@ class Uvm {
   bool uvm_fault_try(Region& r, uint64_t idx, fault_access access, absl::Status* st);
 
   // Lets uvm_fault_try start swap-ins: it submits the read and returns, and
-  // aiodone maps the pages when the read completes (one wakeup each way, as
-  // a kernel major fault).  What aiodone cannot finish without waiting goes
-  // to `defer`, which hands it to a thread that may wait.  Only on devices
-  // with asynchronous reads.
+  // uvm_aio_swapin_done maps the pages when the read completes (on the
+  // reader, see uvm_swapin_reaper, or else on aiodone).  What it cannot
+  // finish without waiting goes to `defer`, which hands it to a thread that
+  // may wait.  Only on devices with asynchronous reads.
   // => before the first fault.
   void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer);
 

@@ -221,7 +221,7 @@ uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot,
 // Read-ahead: after a sequential swap-in run of `n` pages, up to
 // kReadAheadRuns more runs of the chunk that follow it in swap are read
 // asynchronously too, so the device has several reads in flight while the
-// application works through the first.  aiodone maps them when they arrive;
+// application works through the first.  They are mapped when they arrive;
 // a touch before that waits on PG_BUSY.  Free frames only.
 // => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
 void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t n) {
@@ -285,7 +285,7 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
 }
 
 // Starts the swap-in of the run run[0..n) at idx as one asynchronous read;
-// aiodone finishes it (uvm_aio_swapin_done).  A read-ahead run has no
+// uvm_aio_swapin_done finishes it.  A read-ahead run has no
 // faulting page.  Aborted ("would block") with the frames given back if the
 // read cannot be queued now: a fault-handler thread then reads
 // synchronously.
