@@ -44,19 +44,6 @@ class RuntimeImpl {
   void drain_faults();
   bool signal_reader(int phase);
 
-  struct FaultWork {
-    std::shared_ptr<uvm::Region> region;
-    uint64_t idx = 0;
-    uvm::fault_access access = uvm::FAULT_READ;
-    // Set for a swap-in whose read of its own slot failed.
-    uint32_t failed_slot = 0;
-    std::string failed;
-    // Nonzero for a swap-in run its completion could not map: map this many
-    // pages.
-    uint64_t maprun = 0;
-    bool readahead = false;
-  };
-
   std::unique_ptr<uvm::UvmexpChannel> stats;
   std::unique_ptr<uvm::UffdPmap> pmap;
   std::unique_ptr<io::SwapDev> dev;
@@ -65,9 +52,11 @@ class RuntimeImpl {
   std::thread reader;
   std::vector<std::thread> handlers;
   // Faults that wait (busy pages, no free frame, swap-ins that cannot be
-  // started asynchronously) and faults the swap-in completion defers, for the workers.
+  // started asynchronously) and faults the swap-in completion defers, for
+  // the workers.  A fault the reader hands over is a deferred_fault of one
+  // page with no failure.
   Mutex work_lock;
-  std::deque<FaultWork> work ABSL_GUARDED_BY(work_lock);
+  std::deque<uvm::deferred_fault> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
   int busy_workers ABSL_GUARDED_BY(work_lock) = 0;
   // Destroy: 1 = the reader drains the userfaultfd and goes on; 2 = it
@@ -186,7 +175,11 @@ void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
     return;
   }
   MutexLock l(&work_lock);
-  work.push_back(FaultWork{std::move(r), idx, access, 0, std::string(), 0, false});
+  uvm::deferred_fault d;
+  d.region = std::move(r);
+  d.idx = idx;
+  d.access = access;
+  work.push_back(std::move(d));
   work_cv.Signal();
 }
 
@@ -201,9 +194,7 @@ void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
     pmap->wake(*d.region, d.idx);
     return;
   }
-  const uint64_t maprun = d.failed.empty() && (d.n > 1 || d.readahead) ? d.n : 0;
-  work.push_back(FaultWork{std::move(d.region), d.idx, d.access, d.slot, std::move(d.failed),
-                           maprun, d.readahead});
+  work.push_back(std::move(d));
   work_cv.Signal();
 }
 
@@ -217,7 +208,6 @@ void RuntimeImpl::reader_loop() {
   constexpr int kBatch = 64;
   uffd_msg msgs[kBatch];
   const int readfd = uvm->uvm_swapin_reaper();
-  auto reap_reads = [&] { uvm->uvm_swapin_reap(); };
   // A negative descriptor is ignored by poll.
   pollfd fds[3] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}, {readfd, POLLIN, 0}};
   for (;;) {
@@ -227,7 +217,7 @@ void RuntimeImpl::reader_loop() {
       logger()->critical("uvmrt: userfaultfd reader: poll: {}", strerror(errno));
       return;
     }
-    if (fds[2].revents != 0) reap_reads();
+    if (fds[2].revents != 0) uvm->uvm_swapin_reap();
     // On stop, whatever is queued is still read and handled (drained), so a
     // thread that faulted before destroy began is served, not left for the
     // views' removal to kill.
@@ -259,9 +249,7 @@ void RuntimeImpl::reader_loop() {
         // Reads still in flight finish here, bounded by the device.
         const absl::Time deadline = absl::Now() + absl::Seconds(10);
         while (readfd >= 0 && uvm->swapins_pending() > 0 && absl::Now() < deadline) {
-          pollfd rfd{readfd, POLLIN, 0};
-          poll(&rfd, 1, 10);
-          reap_reads();
+          uvm->uvm_swapin_reap_wait(10);
         }
         return;
       }
@@ -295,7 +283,7 @@ void RuntimeImpl::handle_msg(const uffd_msg& m) {
 
 void RuntimeImpl::worker_loop() {
   for (;;) {
-    FaultWork w;
+    uvm::deferred_fault w;
     {
       MutexLock l(&work_lock);
       while (work.empty() && !stopping_workers) work_cv.Wait(&work_lock);
@@ -306,9 +294,9 @@ void RuntimeImpl::worker_loop() {
     }
     absl::Status st;
     if (!w.failed.empty()) {
-      st = uvm->uvm_fault_readerr(*w.region, w.idx, w.failed_slot, absl::DataLossError(w.failed));
-    } else if (w.maprun != 0) {
-      st = uvm->uvm_fault_maprun(*w.region, w.idx, w.maprun, w.access, w.readahead);
+      st = uvm->uvm_fault_readerr(*w.region, w.idx, w.slot, absl::DataLossError(w.failed));
+    } else if (w.n > 1 || w.readahead) {
+      st = uvm->uvm_fault_maprun(*w.region, w.idx, w.n, w.access, w.readahead);
     } else {
       st = uvm->uvm_fault(*w.region, w.idx, w.access);
     }

@@ -163,22 +163,18 @@ TEST(Zeros, RemappedMemoryReadsZero) {
 
 TEST(CleanEviction, ReadOnlyPassEvictsWithoutSwapWrites) {
   const RegionFixture f;
-  Runtime* rt = f.rt.get();
-  const uint64_t npages = f.npages;
-  char* base = f.base;
-  for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 3);
+  const int64_t npages = static_cast<int64_t>(f.npages);
+  f.write_all(3);
   // The first read pass swaps everything in and writes out what was still
   // dirty; afterwards every page is clean.
-  for (uint64_t p = 0; p < npages; p++) ASSERT_EQ(check_page(base + p * kPage, p, 3), -1);
-  const Stats before = rt->GetStats();
-  for (int pass = 0; pass < 2; pass++) {
-    for (uint64_t p = 0; p < npages; p++) ASSERT_EQ(check_page(base + p * kPage, p, 3), -1);
-  }
-  const Stats after = rt->GetStats();
+  ASSERT_EQ(f.first_bad(3), -1);
+  const Stats before = f.rt->GetStats();
+  for (int pass = 0; pass < 2; pass++) ASSERT_EQ(f.first_bad(3), -1) << "pass " << pass;
+  const Stats after = f.rt->GetStats();
   EXPECT_EQ(after.pgswapout, before.pgswapout) << "clean pages were written again";
   EXPECT_EQ(after.pdpageouts, before.pdpageouts);
-  EXPECT_GT(after.pgswapin - before.pgswapin, static_cast<int64_t>(npages));
-  EXPECT_GT(after.pdfreed - before.pdfreed, static_cast<int64_t>(npages));
+  EXPECT_GT(after.pgswapin - before.pgswapin, npages);
+  EXPECT_GT(after.pdfreed - before.pdfreed, npages);
   EXPECT_EQ(after.flt_wp, before.flt_wp);  // nothing was written
 }
 
@@ -189,16 +185,14 @@ TEST(ReadAhead, SequentialReadBackReadsAheadAndStaysCorrect) {
   // Read-ahead takes free frames only, and the daemon keeps about freetarg
   // of them: a budget at the small test scale leaves too few for a run.
   const RegionFixture f(size_t{16} << 20);
-  Runtime* rt = f.rt.get();
   const uint64_t npages = f.npages;
-  char* base = f.base;
-  for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 5);
+  f.write_all(5);
   // The first read pass leaves every page clean and in the slot order of
   // the region; the second is measured.
-  for (uint64_t p = 0; p < npages; p++) ASSERT_EQ(check_page(base + p * kPage, p, 5), -1);
-  const Stats before = rt->GetStats();
-  for (uint64_t p = 0; p < npages; p++) ASSERT_EQ(check_page(base + p * kPage, p, 5), -1);
-  const Stats after = rt->GetStats();
+  ASSERT_EQ(f.first_bad(5), -1);
+  const Stats before = f.rt->GetStats();
+  ASSERT_EQ(f.first_bad(5), -1);
+  const Stats after = f.rt->GetStats();
   const int64_t swapins = after.pgswapin - before.pgswapin;
   const int64_t faults = after.flt_swapin - before.flt_swapin;
   ASSERT_GT(swapins, static_cast<int64_t>(npages / 2)) << "little was read from swap";

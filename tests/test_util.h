@@ -101,6 +101,14 @@ struct RegionFixture {
   void write_all(uint64_t gen) const {
     for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, gen);
   }
+  // Reads every page in order: the first that does not hold generation
+  // gen's pattern, or -1.
+  int64_t first_bad(uint64_t gen) const {
+    for (uint64_t p = 0; p < npages; p++) {
+      if (check_page(base + p * kPage, p, gen) != -1) return static_cast<int64_t>(p);
+    }
+    return -1;
+  }
 
   size_t budget;
   std::unique_ptr<Runtime> rt;

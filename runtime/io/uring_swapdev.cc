@@ -41,9 +41,25 @@ absl::Status uring_error(int err) {
   return absl::InternalError("uvmrt: io_uring_queue_init failed: " + errstr(err));
 }
 
-// What io_uring_submit's result `ret` means for the I/O: a shortage of
-// kernel resources is transient (Unavailable: try again later).
-absl::Status submit_status(int ret) {
+// Puts one read or write of slots slot, slot + 1, ... on `ring` and submits
+// it; `data` is its tagged cookie.  A shortage of kernel resources is
+// transient (Unavailable: try again later).
+// => caller holds the lock of `ring`'s submission side.
+absl::Status queue_io(io_uring* ring, int fd, bool write, uint64_t slot, const iovec* iov,
+                      int iovcnt, uint64_t data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (sqe == nullptr) {
+    io_uring_submit(ring);
+    sqe = io_uring_get_sqe(ring);
+    if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
+  }
+  if (write) {
+    io_uring_prep_writev(sqe, fd, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  } else {
+    io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(iovcnt), slot * kPage);
+  }
+  io_uring_sqe_set_data64(sqe, data);
+  const int ret = io_uring_submit(ring);
   if (ret >= 0) return absl::OkStatus();
   if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
     return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
@@ -177,13 +193,9 @@ absl::Status UringSwapDev::SubmitRead(uint64_t slot, const iovec* iov, int iovcn
   if (!rring_ok_) return submit(/*write=*/false, slot, iov, iovcnt, data | kReadTag);
   MutexLock l(&rring_lock_);
   if (rring_inflight_ >= kReadRingDepth) return absl::UnavailableError("swap read queue full");
-  io_uring_sqe* sqe = io_uring_get_sqe(&rring_);
-  if (sqe == nullptr) return absl::UnavailableError("swap read submission queue full");
-  io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  io_uring_sqe_set_data64(sqe, data);
-  if (absl::Status st = submit_status(io_uring_submit(&rring_)); !st.ok()) return st;
-  rring_inflight_++;
-  return absl::OkStatus();
+  absl::Status st = queue_io(&rring_, fd_, /*write=*/false, slot, iov, iovcnt, data);
+  if (st.ok()) rring_inflight_++;
+  return st;
 }
 
 int UringSwapDev::TakeReadCompletions() {
@@ -221,21 +233,9 @@ absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, i
   if (inflight_ >= depth_) {
     return absl::UnavailableError("swap queue full");
   }
-  io_uring_sqe* sqe = io_uring_get_sqe(&wring_);
-  if (sqe == nullptr) {
-    io_uring_submit(&wring_);
-    sqe = io_uring_get_sqe(&wring_);
-    if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
-  }
-  if (write) {
-    io_uring_prep_writev(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  } else {
-    io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  }
-  io_uring_sqe_set_data64(sqe, data);
-  if (absl::Status st = submit_status(io_uring_submit(&wring_)); !st.ok()) return st;
-  inflight_++;
-  return absl::OkStatus();
+  absl::Status st = queue_io(&wring_, fd_, write, slot, iov, iovcnt, data);
+  if (st.ok()) inflight_++;
+  return st;
 }
 
 void UringSwapDev::Reap(std::vector<Completion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {

@@ -57,7 +57,8 @@ class UringSwapDev final : public SwapDev {
 
  private:
   UringSwapDev() = default;
-  // Queues one read or write on the shared ring; `data` is its tagged cookie.
+  // Queues one read or write on the shared ring (queue_io); `data` is its
+  // tagged cookie.
   absl::Status submit(bool write, uint64_t slot, const iovec* iov, int iovcnt, uint64_t data);
   absl::StatusOr<io_uring*> get_read_ring();
   void put_read_ring(io_uring* ring);

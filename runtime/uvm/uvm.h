@@ -95,12 +95,12 @@ struct swapin_io {
   iovec iov[kMaxFaultAhead + 1];
 };
 
-// A fault that the swap-in completion cannot finish without waiting, handed back to a
-// fault-handler thread: map the run of n pages at idx, which the swap-in
-// left resident but unmapped (an event was unread), and fault again on idx
-// if it is not among them; or, if `failed` is not empty, the read of the page's
-// own slot `slot` failed, and the page is to be poisoned.  A read-ahead run
-// (`readahead`) has no faulting thread.
+// A fault for a fault-handler thread (one that may wait): fault on idx; or,
+// for a swap-in whose completion could not finish it, map the run of n pages
+// at idx (n > 1 or `readahead`), which the swap-in left resident but unmapped
+// (an event was unread), and fault again on idx if it is not among them; or,
+// if `failed` is not empty, the read of the page's own slot `slot` failed,
+// and the page is to be poisoned.  A read-ahead run has no faulting thread.
 struct deferred_fault {
   std::shared_ptr<Region> region;
   uint64_t idx = 0;
@@ -221,6 +221,10 @@ class Uvm {
   // never waits.
   // => the reaper thread; holds no lock.
   void uvm_swapin_reap();
+  // Waits up to `timeout_ms` for a swap-in read to complete, then finishes
+  // those that have (uvm_swapin_reap).
+  // => the reaper thread; holds no lock.
+  void uvm_swapin_reap_wait(int timeout_ms);
 
   // Asynchronous swap-ins in flight.
   // => any thread.
@@ -430,8 +434,8 @@ class Uvm {
   bool async_swapin_ = false;
   // The descriptor of the swap-in reads the reaper thread reaps, or -1.
   int swapin_readfd_ = -1;
-  // Waits a little for the reaper thread's own reads and finishes those
-  // done: a wait for a busy page on that thread would otherwise never end.
+  // uvm_swapin_reap_wait for a moment with c's lock dropped: a wait for a
+  // busy page on the reaper thread would otherwise never end.
   void uvm_swapin_reap_wait(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   // True on the thread uvm_swapin_reaper made the reaper.
   bool is_swapin_reaper() const;

@@ -496,11 +496,15 @@ void Uvm::uvm_swapin_reap() {
   }
 }
 
+void Uvm::uvm_swapin_reap_wait(int timeout_ms) {
+  pollfd p{swapin_readfd_, POLLIN, 0};
+  poll(&p, 1, timeout_ms);
+  uvm_swapin_reap();
+}
+
 void Uvm::uvm_swapin_reap_wait(Chunk& c) {
   c.vmobjlock.Unlock();
-  pollfd p{swapin_readfd_, POLLIN, 0};
-  poll(&p, 1, 1);
-  uvm_swapin_reap();
+  uvm_swapin_reap_wait(1);
   c.vmobjlock.Lock();
 }
 
