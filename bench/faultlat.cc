@@ -57,6 +57,9 @@ constexpr char kUsage[] = R"(usage: faultlat --system=uvmrt|plain [flags]
   --swap-dir=PATH      swap file or directory (default: $TMPDIR)
   --cluster-pages=N    pages per swap cluster (default 16)
   --fault-threads=N    userfaultfd handler threads (default 2)
+  --in-thread-faults   resolve faults on the touching thread (SIGBUS); the
+                       uvmrt cases are then named zero-fill-it, swap-in-it,
+                       reactivation-it
   --allow-buffered-swap
 )";
 
@@ -91,13 +94,16 @@ inline int64_t TimedRead(const uint64_t* p, uint64_t* out) {
   return t1 - t0;
 }
 
+// Appended to the uvmrt case names with --in-thread-faults: "-it".
+std::string g_case_suffix;
+
 void PrintCase(const std::string& system, const std::string& name, std::vector<double>& us,
                const std::string& extra_json) {
   Percentiles p = Summarize(us);
   JsonLine j;
   j.Add("type", "latency")
       .Add("system", system)
-      .Add("case", name)
+      .Add("case", system == "uvmrt" && name != "native" ? name + g_case_suffix : name)
       .Add("samples", static_cast<uint64_t>(p.n))
       .Add("p50_us", p.p50)
       .Add("p90_us", p.p90)
@@ -324,6 +330,7 @@ int Main(int argc, char** argv) {
   std::string swap_dir = f.Str("swap-dir", "");
   int cluster_pages = static_cast<int>(f.Int("cluster-pages", 16));
   int fault_threads = static_cast<int>(f.Int("fault-threads", 2));
+  bool in_thread = f.Bool("in-thread-faults");
   bool buffered = f.Bool("allow-buffered-swap");
   f.CheckAllUsed();
   if (sysconf(_SC_PAGESIZE) != static_cast<long>(kPage))
@@ -360,7 +367,9 @@ int Main(int argc, char** argv) {
     o.swap_bytes = static_cast<size_t>(mult * static_cast<double>(budget));
     o.cluster_pages = cluster_pages;
     o.fault_threads = fault_threads;
+    o.in_thread_faults = in_thread;
     o.allow_buffered_swap = buffered;
+    if (in_thread) g_case_suffix = "-it";
     Uvmrt(cases, o, mult, samples, seed);
   }
   return kExitOk;
@@ -368,6 +377,7 @@ int Main(int argc, char** argv) {
   (void)swap_dir;
   (void)cluster_pages;
   (void)fault_threads;
+  (void)in_thread;
   (void)buffered;
   if (cases.size() > 1 || cases[0] != "native") {
     Die(kExitSetup, "faultlat was built without the uvmrt runtime; only --cases=native works");

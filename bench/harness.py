@@ -2,16 +2,18 @@
 """uvmbench driver: uvmrt beside Linux kernel swap, RAM and the device limit.
 
 Runs bench/uvmbench and bench/faultlat (from an existing build directory) on
-three systems, runs fio for the device limit, and writes results.json,
+four systems, runs fio for the device limit, and writes results.json,
 report.md and plot.png.  See bench/README.md.  Python 3 standard library only.
 
 Systems:
-  ram    uvmbench --system=plain with no memory limit, kernel swap off.
-  kswap  uvmbench --system=plain in a memory cgroup limited to B, with a swap
-         file of the same size as uvmrt's, on the same filesystem, enabled
-         with swapon for that run only.
-  uvmrt  uvmbench --system=uvmrt with budget B and its swap file in the same
-         directory; kernel swap off.
+  ram       uvmbench --system=plain with no memory limit, kernel swap off.
+  kswap     uvmbench --system=plain in a memory cgroup limited to B, with a
+            swap file of the same size as uvmrt's, on the same filesystem,
+            enabled with swapon for that run only.
+  uvmrt     uvmbench --system=uvmrt with budget B and its swap file in the
+            same directory; kernel swap off.
+  uvmrt-it  the same as uvmrt, plus --in-thread-faults: faults are resolved
+            on the touching thread, in a SIGBUS handler.
 """
 
 import argparse
@@ -49,7 +51,12 @@ MAX_ATTEMPTS = 3
 # is reported as disturbed.
 BUSY_CPUS = 0.25
 
-SYSTEM_NAMES = {"ram": "RAM", "kswap": "kernel swap", "uvmrt": "uvmrt"}
+SYSTEM_NAMES = {"ram": "RAM", "kswap": "kernel swap", "uvmrt": "uvmrt", "uvmrt-it": "uvmrt in-thread"}
+
+# The systems that run the runtime (uvmbench --system=uvmrt), and the short
+# names their report columns use.
+UVMRT_SYSTEMS = ("uvmrt", "uvmrt-it")
+SHORT_NAMES = {"uvmrt": "uvmrt", "uvmrt-it": "in-thread", "kswap": "kswap"}
 
 # Mode defaults; every one can be overridden on the command line.
 MODES = {
@@ -600,8 +607,10 @@ class Harness:
     # -- measurements ----------------------------------------------------------
 
     def bench_cmd(self, system):
+        """uvmbench's command line for a system ("plain" for ram or kswap)."""
         a = self.args
-        cmd = [a.uvmbench, "--system=" + system, "--workload=all",
+        prog = "uvmrt" if system in UVMRT_SYSTEMS else "plain"
+        cmd = [a.uvmbench, "--system=" + prog, "--workload=all",
                "--budget=%d" % a.budget, "--region-mult=%g" % a.region_mult,
                "--threads=" + ",".join(map(str, a.threads)),
                "--cluster-pages=%d" % a.cluster_pages, "--seed=%d" % a.seed]
@@ -609,10 +618,12 @@ class Harness:
             cmd.append("--ops=%d" % a.ops)
         if not a.no_progress:
             cmd.append("--progress")
-        if system == "uvmrt":
+        if prog == "uvmrt":
             cmd += ["--swap-dir=" + self.uvmrt_swap_dir(), "--swap-bytes=%d" % self.swap_bytes]
             if a.allow_buffered_swap:
                 cmd.append("--allow-buffered-swap")
+            if system == "uvmrt-it":
+                cmd.append("--in-thread-faults")
         return cmd
 
     def uvmrt_swap_dir(self):
@@ -650,10 +661,12 @@ class Harness:
 
     def run_workloads(self, system, rep, attempt=1):
         label = "%s-rep%d%s" % (system, rep, "" if attempt == 1 else "-try%d" % attempt)
-        prog = "uvmrt" if system == "uvmrt" else "plain"
+        prog = "uvmrt" if system in UVMRT_SYSTEMS else "plain"
         where = {"ram": ", no limit, kernel swap off",
                  "kswap": ", in a memory cgroup of %.1f MiB with kernel swap on" % (self.kswap_limit / MiB),
-                 "uvmrt": ", budget %s, kernel swap off" % fmt_size(self.args.budget)}[system]
+                 "uvmrt": ", budget %s, kernel swap off" % fmt_size(self.args.budget),
+                 "uvmrt-it": " --in-thread-faults, budget %s, kernel swap off" % fmt_size(self.args.budget),
+                 }[system]
         self.progress("rep %d/%d%s: %s (uvmbench --system=%s%s)" % (
             rep, self.args.reps, "" if attempt == 1 else ", attempt %d" % attempt, SYSTEM_NAMES[system],
             prog, where))
@@ -663,7 +676,7 @@ class Harness:
             if system == "kswap":
                 cg = self.new_cgroup()
                 self.swap.on()
-            rc, lines = self.spawn(self.bench_cmd(prog), cg, label)
+            rc, lines = self.spawn(self.bench_cmd(system), cg, label)
             cgstats = cg.stats() if cg else {}
         finally:
             if system == "kswap":
@@ -716,6 +729,10 @@ class Harness:
             rc, lines = self.spawn(cmd, None, "faultlat-uvmrt-rep%d" % rep)
             if self.check_child(rc, "faultlat uvmrt"):
                 self.latency_runs += lines
+            if "uvmrt-it" in self.systems_run:
+                rc, lines = self.spawn(cmd + ["--in-thread-faults"], None, "faultlat-uvmrt-it-rep%d" % rep)
+                if self.check_child(rc, "faultlat uvmrt in-thread"):
+                    self.latency_runs += lines
         if have_kswap:
             cg = self.new_cgroup()
             try:
@@ -821,15 +838,25 @@ class Harness:
 
         # What can run here.
         feats = subprocess.run([a.uvmbench, "--features"], stdout=subprocess.PIPE, text=True)
-        have_uvmrt = "uvmrt" in a.systems
+        # have_uvmrt: some system that runs the runtime is wanted and built.
+        wanted = [s for s in UVMRT_SYSTEMS if s in a.systems]
+        have_uvmrt = bool(wanted)
         if have_uvmrt and '"uvmrt":true' not in feats.stdout.replace(" ", ""):
             have_uvmrt = False
-            msg = ("uvmrt: skipped: %s was built without the runtime (the uvmrt target did not "
-                   "exist when it was configured)" % a.uvmbench)
+            msg = ("%s: skipped: %s was built without the runtime (the uvmrt target did not "
+                   "exist when it was configured)" % (" and ".join(SYSTEM_NAMES[s] for s in wanted),
+                                                      a.uvmbench))
             self.notes.append(msg)
             warn(msg)
             if a.require_uvmrt:
                 self.failures.append(msg)
+        have_in_thread = have_uvmrt and "uvmrt-it" in a.systems
+        if have_in_thread and platform.machine() not in ("x86_64", "amd64"):
+            have_in_thread = False
+            msg = ("uvmrt in-thread: skipped: the runtime resolves faults in-thread on x86-64 only "
+                   "(this host is %s)" % platform.machine())
+            self.notes.append(msg)
+            warn(msg)
         have_kswap = "kswap" in a.systems
         self.cg, reason = cgroup_setup(a.cgroup_parent)
         if have_kswap:
@@ -847,7 +874,7 @@ class Harness:
 
         if self.machine["host_swap"]:
             msg = ("the host already has swap enabled (%s): it stays on for every measurement, "
-                   "and RAM and uvmrt runs may be disturbed by it; the kernel-swap runs add "
+                   "and RAM and uvmrt runs (both modes) may be disturbed by it; the kernel-swap runs add "
                    "their own swap file at the highest priority" % ", ".join(self.machine["host_swap"]))
             self.notes.append(msg)
             warn(msg)
@@ -869,6 +896,8 @@ class Harness:
         if fs in ("tmpfs", "ramfs", "devtmpfs", "overlay", "squashfs", "zram"):
             raise SystemExit("uvmbench: the swap directory %s is on %s, which is not a disk; "
                              "pass --swap-dir on a real filesystem" % (a.swap_dir, fs))
+        # uvmrt's swap file is an unnamed file that goes with its process: the
+        # uvmrt runs, one after another, need room for one at a time.
         need = region * ((1 if have_kswap else 0) + (1 if have_uvmrt else 0)) + (
             0 if a.no_fio else a.fio_size) + 64 * MiB
         free = shutil.disk_usage(a.swap_dir).free
@@ -898,8 +927,11 @@ class Harness:
                 if self.swap:
                     self.swap.off()
                 self.swap = None
-        systems = [s for s in ("ram", "kswap", "uvmrt") if s in a.systems and
-                   (s != "uvmrt" or have_uvmrt) and (s != "kswap" or have_kswap)]
+        systems = [s for s in ("ram", "kswap", "uvmrt", "uvmrt-it") if s in a.systems and
+                   (s != "uvmrt" or have_uvmrt) and (s != "uvmrt-it" or have_in_thread) and
+                   (s != "kswap" or have_kswap)]
+        have_uvmrt = any(s in UVMRT_SYSTEMS for s in systems)
+        self.systems_run = systems
         self.steps = (a.reps * len(systems) + (0 if a.no_latency else a.latency_reps)
                       + (1 if have_kswap and a.cgroup_slack is None else 0)
                       + (0 if a.no_fio else 5) + (1 if a.mode == "smoke" else 0))
@@ -964,11 +996,16 @@ class Harness:
                     [p["uvmrt"]["pgswapin"] * s / p["elapsed_s"] for p, s in zip(phs, ps)])
             out.setdefault(key, {})[system] = d
         for key, row in out.items():
-            u = row.get("uvmrt")
-            if u:
-                for base in ("kswap", "ram"):
-                    if base in row and row[base]["elapsed_s"] > 0:
-                        row.setdefault("ratios", {})["uvmrt/" + base] = u["elapsed_s"] / row[base]["elapsed_s"]
+            for system in UVMRT_SYSTEMS:
+                u = row.get(system)
+                if u:
+                    for base in ("kswap", "ram"):
+                        if base in row and row[base]["elapsed_s"] > 0:
+                            row.setdefault("ratios", {})[system + "/" + base] = (
+                                u["elapsed_s"] / row[base]["elapsed_s"])
+            if "uvmrt-it" in row and "uvmrt" in row and row["uvmrt"]["elapsed_s"] > 0:
+                row.setdefault("ratios", {})["uvmrt-it/uvmrt"] = (
+                    row["uvmrt-it"]["elapsed_s"] / row["uvmrt"]["elapsed_s"])
         return keys, out
 
     def summarize_latency(self):
@@ -997,7 +1034,7 @@ class Harness:
             if not run["ok"]:
                 continue
             name = "%s rep %d" % (SYSTEM_NAMES[run["system"]], run["rep"])
-            if run["system"] in ("ram", "uvmrt"):
+            if run["system"] in ("ram",) + UVMRT_SYSTEMS:
                 sw = sum(p["kernel"]["pswpin"] + p["kernel"]["pswpout"] for p in run["phases"])
                 if sw:
                     self.notes.append("%s: the kernel swapped %d pages during the run (other activity "
@@ -1005,7 +1042,12 @@ class Harness:
             if run["system"] == "kswap" and not sum(p["kernel"]["pswpout"] for p in run["phases"]):
                 self.failures.append("%s: nothing was swapped out, so the memory limit did not apply; "
                                      "the numbers are RAM's, not kernel swap's" % name)
-            if run["system"] == "uvmrt":
+            if run["system"] in UVMRT_SYSTEMS:
+                cfg = [r for r in run["other"] if r.get("type") == "config"]
+                in_thread = bool(cfg and cfg[0].get("in_thread_faults"))
+                if cfg and in_thread != (run["system"] == "uvmrt-it"):
+                    self.failures.append("%s: uvmbench ran with in_thread_faults %s, not %s" % (
+                        name, str(in_thread).lower(), str(not in_thread).lower()))
                 if not sum(p["uvmrt"].get("pgswapout", 0) for p in run["phases"] if "uvmrt" in p):
                     self.failures.append("%s: uvmrt wrote nothing to swap although the region is "
                                          "larger than the budget" % name)
@@ -1110,25 +1152,33 @@ def render_markdown(res, keys):
                            if meta["cgroup"] else "none")],
         ["fio", m["fio"]],
     ]))
+    uvm_systems = [s for s in systems if s in UVMRT_SYSTEMS]
+    pagers = [SYSTEM_NAMES[s] for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems]
+    if len(pagers) < 2:
+        pagers_s = pagers[0] if pagers else "both uvmrt and kernel swap"
+    else:
+        pagers_s = ("both " if len(pagers) == 2 else "") + ", ".join(pagers[:-1]) + " and " + pagers[-1]
     lines.append("\n### Configuration\n")
     lines.append("`%s` (%s mode, %.0f s): budget B = %s, region = %g x B = %s, %d repetitions, "
                  "rand-rmw threads %s, %d operations per random phase, swap cluster %d pages, "
-                 "swap file %s for both uvmrt and kernel swap.\n" % (
+                 "swap file %s for %s.\n" % (
                      meta["command"], meta["mode"], meta["duration_s"], fmt_size(meta["budget_bytes"]),
                      meta["region_mult"], fmt_size(meta["region_bytes"]), meta["reps"],
                      ",".join(map(str, meta["threads"])), meta["ops"], meta["cluster_pages"],
-                     fmt_size(meta["swap_bytes"])))
+                     fmt_size(meta["swap_bytes"]), pagers_s))
 
     lines.append("\n### Workloads: median time in seconds\n")
-    hdr = ["workload"] + [SYSTEM_NAMES[s] + " (s)" for s in systems]
-    if "uvmrt" in systems:
-        if "kswap" in systems:
-            hdr.append("uvmrt / kernel swap")
-        if "ram" in systems:
-            hdr.append("uvmrt / RAM")
+    # Each system's time; each uvmrt system's ratios right after its time.
+    bases = [(b, SYSTEM_NAMES[b]) for b in ("kswap", "ram") if b in systems]
+    hdr = ["workload"]
+    for s in systems:
+        hdr.append(SYSTEM_NAMES[s] + " (s)")
+        if s in UVMRT_SYSTEMS:
+            hdr += ["%s / %s" % (SHORT_NAMES[s], name) for _, name in bases]
     rows = []
     for k in keys:
         r = [k]
+        rat = w[k].get("ratios", {})
         for s in systems:
             d = w[k].get(s)
             if not d:
@@ -1138,21 +1188,23 @@ def render_markdown(res, keys):
                                          f_s(max(d["elapsed_all_s"]))))
             else:
                 r.append(f_s(d["elapsed_s"]))
-        if "uvmrt" in systems:
-            rat = w[k].get("ratios", {})
-            if "kswap" in systems:
-                r.append(f_ratio(rat["uvmrt/kswap"]) if "uvmrt/kswap" in rat else "-")
-            if "ram" in systems:
-                r.append(f_ratio(rat["uvmrt/ram"]) if "uvmrt/ram" in rat else "-")
+            if s in UVMRT_SYSTEMS:
+                for b, _ in bases:
+                    key = "%s/%s" % (s, b)
+                    r.append(f_ratio(rat[key]) if key in rat else "-")
         rows.append(r)
     lines.append(table(hdr, rows))
     lines.append("\nMedian seconds over the repetitions, (fastest-slowest) in brackets. Ratios are of "
-                 "median times: below 1 means uvmrt took less time. Throughput in operations (pages) "
-                 "per second is in results.json.\n")
+                 "median times: below 1 means %s took less time. Throughput in operations (pages) "
+                 "per second is in results.json.\n"
+                 % ("uvmrt (in the in-thread columns, uvmrt in-thread)" if len(uvm_systems) > 1
+                    else SYSTEM_NAMES[uvm_systems[0]] if uvm_systems else "uvmrt"))
 
     lines.append("\n### Fault counts (medians per phase)\n")
-    hdr = ["workload"]
-    if "uvmrt" in systems:
+    # With uvmrt systems: one row per workload and uvmrt system, the kernel
+    # swap and RAM columns repeated on each.
+    hdr = ["system", "workload"] if uvm_systems else ["workload"]
+    if uvm_systems:
         hdr += ["uvmrt faults", "zfill", "swapin", "react", "around", "wp", "pgswapin", "pgswapout",
                 "pageouts", "uvmrt majflt"]
     if "kswap" in systems:
@@ -1161,26 +1213,32 @@ def render_markdown(res, keys):
         hdr += ["RAM majflt"]
     rows = []
     for k in keys:
-        r = [k]
-        if "uvmrt" in systems:
-            d = w[k].get("uvmrt")
-            u = d.get("uvmrt", {}) if d else {}
-            r += [f_n(u[f]) if f in u else "-" for f in (
-                "faults", "flt_zfill", "flt_swapin", "flt_react", "flt_around", "flt_wp", "pgswapin",
-                "pgswapout", "pdpageouts")]
-            r.append(f_n(d["majflt"]) if d else "-")
-        if "kswap" in systems:
-            d = w[k].get("kswap")
-            r += [f_n(d[f]) if d else "-" for f in ("majflt", "pswpin", "pswpout")]
-        if "ram" in systems:
-            d = w[k].get("ram")
-            r.append(f_n(d["majflt"]) if d else "-")
-        rows.append(r)
+        for us in uvm_systems or [None]:
+            r = [SYSTEM_NAMES[us], k] if us else [k]
+            if us:
+                d = w[k].get(us)
+                u = d.get("uvmrt", {}) if d else {}
+                r += [f_n(u[f]) if f in u else "-" for f in (
+                    "faults", "flt_zfill", "flt_swapin", "flt_react", "flt_around", "flt_wp", "pgswapin",
+                    "pgswapout", "pdpageouts")]
+                r.append(f_n(d["majflt"]) if d else "-")
+            if "kswap" in systems:
+                d = w[k].get("kswap")
+                r += [f_n(d[f]) if d else "-" for f in ("majflt", "pswpin", "pswpout")]
+            if "ram" in systems:
+                d = w[k].get("ram")
+                r.append(f_n(d["majflt"]) if d else "-")
+            rows.append(r)
     lines.append(table(hdr, rows))
-    lines.append("\nuvmrt counters are the runtime's uvmexp deltas (pages); majflt is the process's "
-                 "own getrusage count; pswpin/pswpout are /proc/vmstat deltas (pages, system-wide).\n")
+    lines.append("\nuvmrt counters are the runtime's uvmexp deltas (pages)%s; majflt is the process's "
+                 "own getrusage count; pswpin/pswpout are /proc/vmstat deltas (pages, system-wide).%s\n"
+                 % (", of the run named in the system column" if uvm_systems else "",
+                    " The kernel swap and RAM columns do not depend on the system column: they repeat "
+                    "on each row of a workload." if len(uvm_systems) > 1 and
+                    ("kswap" in systems or "ram" in systems) else ""))
 
     peak = []
+    rss_explained = False
     for s in systems:
         vals = [r["other"][-1]["kernel"]["maxrss_kib"] * 1024 for r in res["runs"]
                 if r["system"] == s and r["ok"] and r["other"] and r["other"][-1].get("type") == "done"]
@@ -1191,28 +1249,27 @@ def render_markdown(res, keys):
             txt = "%s: peak RSS %s" % (SYSTEM_NAMES[s], "%.0f MiB" % (statistics.median(vals) / MiB))
             if cgp and all(cgp):
                 txt += ", cgroup peak %.0f MiB" % (statistics.median(cgp) / MiB)
-            if s == "uvmrt" and kr and max(kr):
-                txt += (" (RSS counts each frame once per view: the application's and the "
-                        "runtime's); backing frames at phase ends at most %.0f MiB"
-                        % (statistics.median(kr) / MiB))
+            if s in UVMRT_SYSTEMS and kr and max(kr):
+                if not rss_explained:
+                    txt += " (RSS counts each frame once per view: the application's and the runtime's)"
+                    rss_explained = True
+                txt += "; backing frames at phase ends at most %.0f MiB" % (statistics.median(kr) / MiB)
             peak.append(txt)
     if peak:
         lines.append("\nMemory use (medians; B = %s): " % fmt_size(meta["budget_bytes"])
                      + "; ".join(peak) + ".\n")
 
     lines.append("\n### Paging bandwidth (MiB/s, medians) beside the device\n")
+    bw_systems = [s for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems]
     hdr = ["workload"]
-    if "uvmrt" in systems:
-        hdr += ["uvmrt pageout", "uvmrt swap-in"]
-    if "kswap" in systems:
-        hdr += ["kswap pageout", "kswap swap-in"]
+    for s in bw_systems:
+        hdr += [SHORT_NAMES[s] + " pageout", SHORT_NAMES[s] + " swap-in"]
     rows = []
     for k in keys:
         r = [k]
-        for s in ("uvmrt", "kswap"):
-            if s in systems:
-                d = w[k].get(s)
-                r += [f_mibs(d["swapout_bytes_s"]), f_mibs(d["swapin_bytes_s"])] if d else ["-", "-"]
+        for s in bw_systems:
+            d = w[k].get(s)
+            r += [f_mibs(d["swapout_bytes_s"]), f_mibs(d["swapin_bytes_s"])] if d else ["-", "-"]
         rows.append(r)
     lines.append(table(hdr, rows))
     fio = res["fio"]
@@ -1229,12 +1286,16 @@ def render_markdown(res, keys):
     lat = res["latency"]
     if lat:
         lines.append("\n### Fault service latency (us)\n")
-        order = ["native", "zero-fill", "swap-in", "reactivation", "kernel-swap-in", "kernel-minor"]
+        order = ["native", "zero-fill", "zero-fill-it", "swap-in", "swap-in-it", "reactivation",
+                 "reactivation-it", "kernel-swap-in", "kernel-minor"]
         desc = {
             "native": "plain anonymous memory, first write (kernel page fault)",
             "zero-fill": "uvmrt: first write to a never-touched page",
+            "zero-fill-it": "uvmrt in-thread: the same",
             "swap-in": "uvmrt: read of a non-resident page, read back from swap",
+            "swap-in-it": "uvmrt in-thread: the same",
             "reactivation": "uvmrt: read of a resident page the daemon had unmapped",
+            "reactivation-it": "uvmrt in-thread: the same",
             "kernel-swap-in": "kernel swap: read that took a major fault",
             "kernel-minor": "kernel swap: read that took a minor fault (swap cache hit)",
         }
@@ -1275,11 +1336,10 @@ def plot(out, res, keys):
         for k in keys:
             f.write('"%s" ' % k + " ".join(
                 ("%.6f" % w[k][s]["elapsed_s"]) if s in w[k] else "NaN" for s in systems) + "\n")
-    bw_cols = [(s, d) for s in ("uvmrt", "kswap") if s in systems for d in ("swapout", "swapin")]
+    bw_cols = [(s, d) for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems for d in ("swapout", "swapin")]
     d2 = os.path.join(out, "plot-bw.dat")
     with open(d2, "w") as f:
-        short = {"uvmrt": "uvmrt", "kswap": "kswap"}
-        f.write("workload " + " ".join('"%s %s"' % (short[s], "pageout" if d == "swapout" else "swap-in")
+        f.write("workload " + " ".join('"%s %s"' % (SHORT_NAMES[s], "pageout" if d == "swapout" else "swap-in")
                                        for s, d in bw_cols) + "\n")
         for k in keys:
             f.write('"%s" ' % k + " ".join(
@@ -1288,7 +1348,8 @@ def plot(out, res, keys):
     d3 = os.path.join(out, "plot-lat.dat")
     with open(d3, "w") as f:
         f.write("case p50 p99\n")
-        for c in ("native", "zero-fill", "swap-in", "reactivation", "kernel-swap-in", "kernel-minor"):
+        for c in ("native", "zero-fill", "zero-fill-it", "swap-in", "swap-in-it", "reactivation",
+                  "reactivation-it", "kernel-swap-in", "kernel-minor"):
             if c in lat:
                 f.write('"%s" %.3f %.3f\n' % (c, lat[c]["p50_us"], lat[c]["p99_us"]))
         if "rand-read-4k-qd1" in res["fio"]:
@@ -1398,7 +1459,8 @@ def parse_args(argv):
     p.add_argument("--latency-reps", type=int, help="fault-latency repetitions")
     p.add_argument("--fio-runtime", type=int, help="seconds per fio job")
     p.add_argument("--fio-size", type=parse_size, help="fio file size")
-    p.add_argument("--systems", default="ram,kswap,uvmrt", help="subset of ram,kswap,uvmrt")
+    p.add_argument("--systems", default="ram,kswap,uvmrt,uvmrt-it",
+                   help="subset of ram,kswap,uvmrt,uvmrt-it (uvmrt-it: uvmrt with --in-thread-faults)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-fio", action="store_true", help="skip the device measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the fault-latency microbenchmark")
@@ -1440,7 +1502,7 @@ def parse_args(argv):
     a.systems = [s for s in a.systems.split(",") if s]
     for s in a.systems:
         if s not in SYSTEM_NAMES:
-            p.error("unknown system %r (use ram, kswap, uvmrt)" % s)
+            p.error("unknown system %r (use ram, kswap, uvmrt, uvmrt-it)" % s)
     a.build_dir = os.path.realpath(a.build_dir)
     a.uvmbench = os.path.join(a.build_dir, "bench", "uvmbench")
     a.faultlat = os.path.join(a.build_dir, "bench", "faultlat")

@@ -56,6 +56,7 @@ constexpr char kUsage[] = R"(usage: uvmbench --system=uvmrt|plain [flags]
   --swap-bytes=SIZE      swap file size (default: the region size)
   --cluster-pages=N      pages per swap cluster (default 16)
   --fault-threads=N      userfaultfd handler threads (default 2)
+  --in-thread-faults     resolve faults on the touching thread (SIGBUS)
   --allow-buffered-swap  fall back to buffered I/O where O_DIRECT is refused
   --features             print {"uvmrt": true|false}: was it built with uvmrt?
   testing:
@@ -85,6 +86,7 @@ struct Config {
   uint64_t swap_bytes = 0;
   int cluster_pages = 16;
   int fault_threads = 2;
+  bool in_thread_faults = false;
   bool allow_buffered_swap = false;
   bool inject_error = false;
 };
@@ -415,6 +417,7 @@ Config ParseFlags(int argc, char** argv) {
   c.swap_bytes = f.Size("swap-bytes", 0);
   c.cluster_pages = static_cast<int>(f.Int("cluster-pages", 16));
   c.fault_threads = static_cast<int>(f.Int("fault-threads", 2));
+  c.in_thread_faults = f.Bool("in-thread-faults");
   c.allow_buffered_swap = f.Bool("allow-buffered-swap");
   c.inject_error = f.Bool("inject-error");
   bool features = f.Bool("features");
@@ -489,7 +492,8 @@ void PrintConfig(const Config& c) {
     j.Add("swap_path", c.swap_dir)
         .Add("swap_bytes", c.swap_bytes)
         .Add("cluster_pages", c.cluster_pages)
-        .Add("fault_threads", c.fault_threads);
+        .Add("fault_threads", c.fault_threads)
+        .Add("in_thread_faults", c.in_thread_faults);
   }
   j.Print();
 }
@@ -522,6 +526,7 @@ int Main(int argc, char** argv) {
   o.swap_bytes = cfg.swap_bytes;
   o.cluster_pages = cfg.cluster_pages;
   o.fault_threads = cfg.fault_threads;
+  o.in_thread_faults = cfg.in_thread_faults;
   o.allow_buffered_swap = cfg.allow_buffered_swap;
   auto rt = uvmrt::Runtime::Create(o);
   if (!rt.ok()) Die(kExitSetup, "uvmrt: Runtime::Create: %s", rt.status().ToString().c_str());

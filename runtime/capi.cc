@@ -54,6 +54,7 @@ void uvmrt_options_init(uvmrt_options* opts) {
   opts->fault_threads = d.fault_threads;
   opts->overcommit = d.overcommit ? 1 : 0;
   opts->allow_buffered_swap = d.allow_buffered_swap ? 1 : 0;
+  opts->in_thread_faults = d.in_thread_faults ? 1 : 0;
 }
 
 int uvmrt_create(const uvmrt_options* opts, uvmrt_handle** out) {
@@ -68,6 +69,7 @@ int uvmrt_create(const uvmrt_options* opts, uvmrt_handle** out) {
   o.fault_threads = opts->fault_threads;
   o.overcommit = opts->overcommit != 0;
   o.allow_buffered_swap = opts->allow_buffered_swap != 0;
+  o.in_thread_faults = opts->in_thread_faults != 0;
   auto rt = uvmrt::Runtime::Create(o);
   if (!rt.ok()) return set_error(rt.status());
   *out = new uvmrt_handle{std::move(*rt)};

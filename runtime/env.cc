@@ -26,14 +26,15 @@ constexpr size_t kPage = 4096;
 
 // The runtime's variables, in the order the documentation lists them.
 constexpr const char* kKnown[] = {
-    "UVMRT_BUDGET",     "UVMRT_SWAP_PATH",     "UVMRT_SWAP_SIZE",
-    "UVMRT_LOG",        "UVMRT_CLUSTER_PAGES", "UVMRT_FAULT_THREADS",
-    "UVMRT_OVERCOMMIT", "UVMRT_BUFFERED_SWAP", "UVMRT_RESERVE",
+    "UVMRT_BUDGET",           "UVMRT_SWAP_PATH",     "UVMRT_SWAP_SIZE",  "UVMRT_LOG",
+    "UVMRT_CLUSTER_PAGES",    "UVMRT_FAULT_THREADS", "UVMRT_OVERCOMMIT", "UVMRT_BUFFERED_SWAP",
+    "UVMRT_IN_THREAD_FAULTS", "UVMRT_RESERVE",
 };
 
 // Variables of uvmrt's test programs and benchmarks: not runtime options,
 // but not misspellings either.
-constexpr const char* kOtherKnown[] = {"UVMRT_TEST_SCALE", "UVMRT_SOAK_SECONDS"};
+constexpr const char* kOtherKnown[] = {"UVMRT_TEST_SCALE", "UVMRT_TEST_IN_THREAD",
+                                       "UVMRT_SOAK_SECONDS"};
 
 absl::Status Bad(absl::string_view name, absl::string_view value, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrFormat("uvmrt: %s=\"%s\": %s", name, value, why));
@@ -205,6 +206,11 @@ absl::StatusOr<Options> OptionsFromEnv(Options o) {
     absl::StatusOr<bool> b = ParseBool("UVMRT_BUFFERED_SWAP", v);
     if (!b.ok()) return b.status();
     o.allow_buffered_swap = *b;
+  }
+  if (const char* v = Get("UVMRT_IN_THREAD_FAULTS")) {
+    absl::StatusOr<bool> b = ParseBool("UVMRT_IN_THREAD_FAULTS", v);
+    if (!b.ok()) return b.status();
+    o.in_thread_faults = *b;
   }
   if (const char* v = Get("UVMRT_SWAP_SIZE")) {
     absl::StatusOr<size_t> n = ParseSize("UVMRT_SWAP_SIZE", v);

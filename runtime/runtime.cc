@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_format.h"
 #include "io/uring_swapdev.h"
+#include "runtime/inthread_fault.h"
 #include "runtime/log.h"
 #include "runtime/runtime_internal.h"
 #include "uvm/uvm.h"
@@ -32,7 +33,7 @@ namespace uvmrt {
 using uvm::PAGE_SHIFT;
 using uvm::PAGE_SIZE;
 
-class RuntimeImpl {
+class RuntimeImpl final : public internal::InThreadFaults {
  public:
   ~RuntimeImpl();
   absl::Status Init(const Options& o, const internal::SwapDevWrapper& wrap);
@@ -43,6 +44,7 @@ class RuntimeImpl {
   void worker_loop();
   void drain_faults();
   bool signal_reader(int phase);
+  bool fault_in_thread(uintptr_t addr, uvm::fault_access access) override;
 
   std::unique_ptr<uvm::UvmexpChannel> stats;
   std::unique_ptr<uvm::UffdPmap> pmap;
@@ -67,6 +69,16 @@ class RuntimeImpl {
   CondVar idle_cv;  // the reader drained, or the workers went idle
   std::thread pagedaemon;
   std::thread aiodone;
+  int inthread_slot = -1;  // with in_thread_faults: inthread_attach's slot
+  // With in_thread_faults, the reader's event batches: odd while it reads
+  // and applies one.  An in-thread fault waits for the batch in progress,
+  // so an event read before the fault (the MADV_DONTNEED that returned
+  // before the touch) is applied before the fault looks at the page, as
+  // the order of the userfaultfd's messages ensures for queued faults.
+  std::atomic<uint64_t> event_epoch{0};
+  Mutex epoch_lock;
+  CondVar epoch_cv;  // event_epoch became even
+  void wait_for_events() ABSL_LOCKS_EXCLUDED(epoch_lock);
 };
 
 namespace {
@@ -99,10 +111,36 @@ absl::Status ValidateOptions(const Options& o) {
 
 }  // namespace
 
+// => a SIGBUS handler on an application thread; holds no runtime lock.
+void RuntimeImpl::wait_for_events() {
+  const uint64_t e = event_epoch.load();
+  if ((e & 1) == 0) return;
+  MutexLock l(&epoch_lock);
+  while (event_epoch.load() == e) epoch_cv.Wait(&epoch_lock);
+}
+
+// Resolves, on the touching thread, a fault its SIGBUS handler caught
+// (inthread_fault.h).
+// => a SIGBUS handler on an application thread; holds no runtime lock.
+bool RuntimeImpl::fault_in_thread(uintptr_t addr, uvm::fault_access access) {
+  wait_for_events();
+  addr &= ~(PAGE_SIZE - 1);
+  std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
+  if (r == nullptr) return false;
+  const uint64_t idx = (addr - r->base()) >> PAGE_SHIFT;
+  // A hole the application unmapped, or memory it moved out of the region
+  // with mremap: not a page of any region.  A page the runtime poisoned:
+  // the SIGBUS is the poison's, for the application.  Neither is ours.
+  if (r->in_hole(idx) || r->poisoned(idx)) return false;
+  absl::Status st = uvm->uvm_fault(*r, idx, access);
+  if (!st.ok()) logger()->warn("uvmrt: fault at {:#x}: {}", addr, st.ToString());
+  return true;
+}
+
 absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper& wrap) {
   if (absl::Status st = ValidateOptions(o); !st.ok()) return st;
   if (absl::Status st = io::ProbeUring(); !st.ok()) return st;
-  absl::StatusOr<std::unique_ptr<uvm::UffdPmap>> p = uvm::UffdPmap::Create();
+  absl::StatusOr<std::unique_ptr<uvm::UffdPmap>> p = uvm::UffdPmap::Create(o.in_thread_faults);
   if (!p.ok()) return p.status();
   pmap = std::move(*p);
   io::SwapFileOptions so;
@@ -120,6 +158,11 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   stats = uvm::UvmexpChannel::Create();
   uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get(), stats->exp());
   uvm->uvm_enable_async_swapin([this](uvm::deferred_fault d) { defer_fault(std::move(d)); });
+  if (o.in_thread_faults) {
+    absl::StatusOr<int> slot = internal::inthread_attach(this);
+    if (!slot.ok()) return slot.status();
+    inthread_slot = *slot;
+  }
 
   stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopfd < 0) return absl::InternalError("uvmrt: eventfd failed");
@@ -207,7 +250,15 @@ void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
 void RuntimeImpl::reader_loop() {
   constexpr int kBatch = 64;
   uffd_msg msgs[kBatch];
-  const int readfd = uvm->uvm_swapin_reaper();
+  // With in-thread faults the reader starts no swap-in: those the faulting
+  // threads start asynchronously (read-ahead) are reaped by aiodone.
+  const int readfd = pmap->sigbus() ? -1 : uvm->uvm_swapin_reaper();
+  auto end_batch = [this] {
+    if (!pmap->sigbus()) return;
+    MutexLock l(&epoch_lock);
+    event_epoch.fetch_add(1);  // even: the batch is applied
+    epoch_cv.SignalAll();
+  };
   // A negative descriptor is ignored by poll.
   pollfd fds[3] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}, {readfd, POLLIN, 0}};
   for (;;) {
@@ -228,12 +279,14 @@ void RuntimeImpl::reader_loop() {
         logger()->error("uvmrt: userfaultfd reader: reading the stop event: {}", strerror(errno));
       }
     }
+    if (pmap->sigbus()) event_epoch.fetch_add(1);  // odd: a batch in progress
     for (;;) {
       ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) break;
         logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
+        end_batch();
         return;
       }
       // Messages are handled in the order they were read: an event is
@@ -244,6 +297,7 @@ void RuntimeImpl::reader_loop() {
       }
       if (!stop) break;
     }
+    end_batch();
     if (stop) {
       if (stop_phase.load() >= 2) {
         // Reads still in flight finish here, bounded by the device.
@@ -341,6 +395,13 @@ RuntimeImpl::~RuntimeImpl() {
   // daemon: its unmapping calls need the reader to read their events.  Then
   // the reader and the workers; workers in uvm_wait see the stop.  aiodone
   // last, once no write is in flight.
+  if (inthread_slot >= 0) {
+    // In-thread faults raised before destroy began are served (the page
+    // daemon still runs); later ones get the previous SIGBUS handler's
+    // outcome.
+    internal::inthread_detach(
+        inthread_slot, [](void* u) { static_cast<uvm::Uvm*>(u)->stop(); }, uvm.get());
+  }
   drain_faults();
   if (uvm != nullptr) uvm->stop();
   if (pagedaemon.joinable()) pagedaemon.join();

@@ -3,3 +3,6 @@
 uvmrt_test(faultinject_test faultinject_test.cc faulty_swapdev.h)
 uvmrt_test(stress_test stress_test.cc faulty_swapdev.h)
 uvmrt_test(shutdown_test shutdown_test.cc faulty_swapdev.h)
+uvmrt_test_inthread(faultinject_test)
+uvmrt_test_inthread(stress_test)
+uvmrt_test_inthread(shutdown_test)

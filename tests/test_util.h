@@ -39,11 +39,20 @@ inline size_t test_budget() {
   return small_scale() ? (size_t{4} << 20) : (size_t{16} << 20);
 }
 
+// UVMRT_TEST_IN_THREAD=1: the test's runtimes resolve faults on the
+// touching thread (Options::in_thread_faults).  The integration suites run
+// both ways (tests/CMakeLists.txt).
+inline bool in_thread_mode() {
+  const char* s = std::getenv("UVMRT_TEST_IN_THREAD");
+  return s != nullptr && std::string(s) == "1";
+}
+
 inline Options test_options(size_t budget, size_t swap_mult = 6) {
   Options o;
   o.budget_bytes = budget;
   o.swap_bytes = swap_mult * budget;
   o.fault_threads = 2;
+  o.in_thread_faults = in_thread_mode();
   return o;
 }
 

@@ -72,6 +72,12 @@ void Start() {
 
   absl::StatusOr<Options> o = OptionsFromEnv(Options());
   if (!o.ok()) Die(std::string(o.status().message()));
+  if (o->in_thread_faults) {
+    // The allocator touches its arena while it holds its own locks; a fault
+    // handled in a SIGBUS handler on that thread may allocate, and would
+    // wait for them.
+    Die("uvmrt-malloc: UVMRT_IN_THREAD_FAULTS is not supported by the link-time malloc: unset it");
+  }
   absl::StatusOr<std::optional<size_t>> reserve = ReserveFromEnv();
   if (!reserve.ok()) Die(std::string(reserve.status().message()));
   const size_t swap = o->swap_bytes != 0 ? o->swap_bytes : 4 * o->budget_bytes;

@@ -393,12 +393,13 @@ class Uvm {
       ABSL_LOCKS_EXCLUDED(maplock_);
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
   uint64_t fault_ahead(const Region& r, uint64_t idx) const;
+  absl::Status uvm_fault_poison(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
   absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                   uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE, SWAPIN_FAILED };
   absl::Status uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run, uint64_t n,
-                                uint32_t slot0, bool write, swapin_retry* retry)
+                                uint32_t slot0, bool write, bool readahead, swapin_retry* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                       uint64_t n, uint32_t slot0, bool write, bool readahead)

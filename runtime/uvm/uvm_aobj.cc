@@ -14,14 +14,37 @@ Region::Region(uintptr_t base, uint64_t npages, uint64_t pgoff)
 void Region::add_hole(uint64_t first, uint64_t n) {
   MutexLock l(&hole_lock_);
   holes_.emplace_back(first, n);
+  has_holes_.store(true, std::memory_order_release);
 }
 
 bool Region::in_hole(uint64_t idx) {
+  if (!has_holes_.load(std::memory_order_acquire)) return false;
   MutexLock l(&hole_lock_);
   for (const auto& [first, n] : holes_) {
     if (idx >= first && idx < first + n) return true;
   }
   return false;
+}
+
+void Region::add_poisoned(uint64_t idx) {
+  MutexLock l(&poison_lock_);
+  if (std::find(poisoned_.begin(), poisoned_.end(), idx) == poisoned_.end()) {
+    poisoned_.push_back(idx);
+  }
+  has_poisoned_.store(true, std::memory_order_release);
+}
+
+bool Region::poisoned(uint64_t idx) {
+  if (!has_poisoned_.load(std::memory_order_acquire)) return false;
+  MutexLock l(&poison_lock_);
+  return std::find(poisoned_.begin(), poisoned_.end(), idx) != poisoned_.end();
+}
+
+void Region::clear_poisoned(uint64_t first, uint64_t n) {
+  if (!has_poisoned_.load(std::memory_order_acquire)) return;
+  MutexLock l(&poison_lock_);
+  std::erase_if(poisoned_, [&](uint64_t idx) { return idx >= first && idx < first + n; });
+  has_poisoned_.store(!poisoned_.empty(), std::memory_order_release);
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> Region::live_runs() {
@@ -138,6 +161,8 @@ void Uvm::uvm_page_release(Chunk& c, vm_page* pg) {
 }
 
 void Uvm::uao_discard(Region& r, uint64_t first, uint64_t n) {
+  // The discard zapped the poison too: the pages read zero now.
+  r.clear_poisoned(first, n);
   int64_t swponly = 0;
   for (uint64_t idx = first; idx < first + n;) {
     Chunk& c = r.chunk_of(idx);

@@ -108,6 +108,15 @@ class Region : public std::enable_shared_from_this<Region> {
   std::vector<std::pair<uint64_t, uint64_t>> live_runs() ABSL_LOCKS_EXCLUDED(hole_lock_);
   void set_dead() { dead_.store(true, std::memory_order_release); }
 
+  // Pages the runtime poisoned (UFFDIO_POISON after a failed swap-in, or
+  // out of memory and swap): touching one raises SIGBUS until the
+  // application discards it.  The in-thread fault handler must tell that
+  // SIGBUS from a fault, and a kernel without CONFIG_MEMORY_FAILURE gives
+  // both the same si_code.  Rare, so a short list.
+  void add_poisoned(uint64_t idx) ABSL_LOCKS_EXCLUDED(poison_lock_);
+  bool poisoned(uint64_t idx) ABSL_LOCKS_EXCLUDED(poison_lock_);
+  void clear_poisoned(uint64_t first, uint64_t n) ABSL_LOCKS_EXCLUDED(poison_lock_);
+
   // Set by the pmap when it creates the application view, before the
   // region is visible to other threads.
   // Also set when the application moves the whole region with mremap.
@@ -133,6 +142,10 @@ class Region : public std::enable_shared_from_this<Region> {
   }
   Mutex hole_lock_;
   std::vector<std::pair<uint64_t, uint64_t>> holes_ ABSL_GUARDED_BY(hole_lock_);
+  std::atomic<bool> has_holes_{false};  // holes_ is not empty: a lock-free fast path
+  Mutex poison_lock_;
+  std::vector<uint64_t> poisoned_ ABSL_GUARDED_BY(poison_lock_);
+  std::atomic<bool> has_poisoned_{false};
 };
 
 }  // namespace uvmrt::uvm

@@ -42,6 +42,15 @@ void retry_later(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) {
 }
 }  // namespace
 
+// Poisons the page: the touching threads get SIGBUS until the application
+// discards it.  Remembered, so that a fault handler never mistakes that
+// SIGBUS for a fault (Region::poisoned).
+absl::Status Uvm::uvm_fault_poison(Region& r, uint64_t idx) {
+  absl::Status st = pmap_->poison(r, idx);
+  if (st.ok()) r.add_poisoned(idx);
+  return st;
+}
+
 absl::Status Uvm::uvm_fault(Region& r, uint64_t idx, fault_access access) {
   absl::Status st;
   uvm_fault_common(r, idx, access, /*nowait=*/false, &st);
@@ -71,14 +80,15 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
   // alone, so a bad slot fails only the page it holds.
   bool alone = false;
   for (;;) {
-    if (r.dead()) {
+    if (r.dead() || r.poisoned(idx)) {
       // Unmapped under the faulting thread: let it retry and take SIGSEGV.
+      // Poisoned by an earlier fault: let it retry and take SIGBUS.
       pmap_->wake(r, idx);
       return absl::OkStatus();
     }
     if (!c.ensure_ent()) {
       // No memory for the chunk's page entries: as out of memory, SIGBUS.
-      if (!pmap_->poison(r, idx).ok()) pmap_->wake(r, idx);
+      if (!uvm_fault_poison(r, idx).ok()) pmap_->wake(r, idx);
       return absl::ResourceExhaustedError("uvmrt: no memory for page entries");
     }
     pgent& e = c.ent[j];
@@ -146,7 +156,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
           return absl::CancelledError("uvmrt: runtime is stopping");
         }
         // Out of memory and swap: the faulting thread gets SIGBUS.
-        absl::Status st = pmap_->poison(r, idx);
+        absl::Status st = uvm_fault_poison(r, idx);
         if (!st.ok()) pmap_->wake(r, idx);
         return absl::ResourceExhaustedError(
             "uvmrt: out of swap: raise swap_bytes or budget_bytes, or map less");
@@ -182,7 +192,10 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       return st;
     }
     swapin_retry retry = SWAPIN_DONE;
-    absl::Status st = uvm_fault_swapin(r, c, idx, run, n, slot0, write, &retry);
+    // Read-ahead from a thread that may wait: only where asynchronous reads
+    // may be started from any thread (aiodone reaps them).
+    const bool readahead = ahead > 0 && n == ahead + 1 && async_swapin_ && swapin_readfd_ < 0;
+    absl::Status st = uvm_fault_swapin(r, c, idx, run, n, slot0, write, readahead, &retry);
     if (retry == SWAPIN_RETRY_ALONE) {
       alone = true;
       continue;
@@ -223,7 +236,9 @@ uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot,
 // asynchronously too, so the device has several reads in flight while the
 // application works through the first.  They are mapped when they arrive;
 // a touch before that waits on PG_BUSY.  Free frames only.
-// => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
+// => a thread that may start asynchronous swap-ins: the userfaultfd reader,
+//    or any fault handler when aiodone reaps them (in-thread faults); caller
+//    holds c.vmobjlock, c == r.chunk_of(idx).
 void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t n) {
   for (int k = 0; k < kReadAheadRuns; k++) {
     // Only within the chunk of the faulting page (idx - 1 is in it).
@@ -266,7 +281,8 @@ absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page*
 }
 
 // Swap-in of the run run[0..n) at idx, whose slots are slot0, slot0 + 1, ...
-// Slots written by one cluster come back in one read.  *retry:
+// Slots written by one cluster come back in one read; with `readahead`, the
+// runs that follow in swap are started asynchronously first.  *retry:
 // SWAPIN_RETRY_MAP, the pages are resident but not all mapped (an event is
 // pending): fault again; SWAPIN_RETRY_ALONE, the run's read failed: fault
 // again reading the faulting page alone, so a bad slot fails only the page
@@ -274,10 +290,13 @@ absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page*
 // => caller holds c.vmobjlock, c == r.chunk_of(idx); it is dropped during
 //    the read.
 absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                   uint64_t n, uint32_t slot0, bool write, swapin_retry* retry) {
+                                   uint64_t n, uint32_t slot0, bool write, bool readahead,
+                                   swapin_retry* retry) {
   // The frames are busy while the slots are read into them, so other faults
   // on the pages wait, and the daemon and detach leave them alone.
   for (uint64_t i = 0; i < n; i++) run[i]->setbits(PG_BUSY);
+  // The runs that follow are read meanwhile.
+  if (readahead) uvm_fault_readahead(r, c, idx + n, slot0 + static_cast<uint32_t>(n), n);
   c.vmobjlock.Unlock();
   absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
   c.vmobjlock.Lock();
@@ -289,7 +308,7 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
 // faulting page.  Aborted ("would block") with the frames given back if the
 // read cannot be queued now: a fault-handler thread then reads
 // synchronously.
-// => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
+// => as uvm_fault_readahead; caller holds c.vmobjlock, c == r.chunk_of(idx).
 absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                          uint64_t n, uint32_t slot0, bool write, bool readahead) {
   std::unique_ptr<swapin_io> io(new (std::nothrow) swapin_io);
@@ -446,13 +465,13 @@ absl::Status Uvm::uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uin
   logger()->error("uvmrt: swap-in of slot {} failed ({}); the touching thread gets SIGBUS", slot0,
                   st.ToString());
   const pgent& e = c.ent[idx & kChunkMask];
-  absl::Status pst = pmap_->poison(r, idx);
+  absl::Status pst = uvm_fault_poison(r, idx);
   while (absl::IsUnavailable(pst)) {
     // An event is unread.  If it discarded the page meanwhile, the thread
     // retries and reads zero; otherwise poison once it is read.
     retry_later(c);
     if (r.dead() || e.frame != kNoFrame || e.swslot != slot0) break;
-    pst = pmap_->poison(r, idx);
+    pst = uvm_fault_poison(r, idx);
   }
   if (!pst.ok()) {
     if (!absl::IsUnavailable(pst)) {

@@ -51,7 +51,7 @@ int open_uffd(int flags) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
+absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
   std::unique_ptr<UffdPmap> p(new UffdPmap());
   p->uffd_ = open_uffd(O_CLOEXEC | O_NONBLOCK);
   if (p->uffd_ < 0 && errno == EPERM) {
@@ -87,12 +87,17 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
       close(fd2);
     }
   }
-  const uint64_t need = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+  uint64_t need = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
   if ((probe.features & need) != need) {
     return absl::UnimplementedError(
         "uvmrt: this kernel's userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM: use Linux 6.1 or "
         "later");
   }
+  if (sigbus && !(probe.features & UFFD_FEATURE_SIGBUS)) {
+    return absl::UnimplementedError(
+        "uvmrt: this kernel's userfaultfd cannot raise SIGBUS: turn in_thread_faults off");
+  }
+  if (sigbus) need |= UFFD_FEATURE_SIGBUS;
   constexpr uint64_t kEvents =
       UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
   uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |
@@ -104,6 +109,7 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create() {
   p->wp_ = (api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) != 0;
   p->poison_ = (api.features & UFFD_FEATURE_POISON) != 0;
   p->events_ = (api.features & kEvents) == kEvents;
+  p->sigbus_ = sigbus;
   if (!p->events_) {
     logger()->warn(
         "uvmrt: userfaultfd events are unavailable: MADV_DONTNEED, munmap and mremap on regions "

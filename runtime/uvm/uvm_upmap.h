@@ -28,8 +28,10 @@ namespace uvmrt::uvm {
 class UffdPmap final : public Pmap {
  public:
   // Opens userfaultfd (a full one where permitted, else user-mode-only with
-  // a warning), probes its features and creates the backing memfd.
-  static absl::StatusOr<std::unique_ptr<UffdPmap>> Create();
+  // a warning), probes its features and creates the backing memfd.  With
+  // `sigbus`, a fault raises SIGBUS in the touching thread instead of
+  // queueing a message (UFFD_FEATURE_SIGBUS); events are still queued.
+  static absl::StatusOr<std::unique_ptr<UffdPmap>> Create(bool sigbus = false);
   ~UffdPmap() override;
 
   absl::Status create_view(Region& r) override;
@@ -48,6 +50,8 @@ class UffdPmap final : public Pmap {
   void wake(const Region& r, uint64_t idx) override;
   absl::Status poison(const Region& r, uint64_t idx) override;
   bool tracks_modify() const override { return wp_; }
+  // Faults raise SIGBUS in the touching thread (Create(sigbus)).
+  bool sigbus() const { return sigbus_; }
 
   int uffd() const { return uffd_; }
   int memfd() const { return memfd_; }
@@ -75,6 +79,7 @@ class UffdPmap final : public Pmap {
   bool poison_ = false;
   bool user_mode_only_ = false;
   bool events_ = false;
+  bool sigbus_ = false;
 
   // The runtime's own MADV_DONTNEED calls whose REMOVE event is not yet read.
   Mutex self_lock_;

@@ -88,6 +88,7 @@ TEST_F(EnvTest, EveryVariableApplies) {
   setenv("UVMRT_FAULT_THREADS", "3", 1);
   setenv("UVMRT_OVERCOMMIT", "yes", 1);
   setenv("UVMRT_BUFFERED_SWAP", "on", 1);
+  setenv("UVMRT_IN_THREAD_FAULTS", "true", 1);
   setenv("UVMRT_LOG", "warn", 1);
   absl::StatusOr<Options> o = OptionsFromEnv();
   ASSERT_TRUE(o.ok()) << o.status();
@@ -98,6 +99,7 @@ TEST_F(EnvTest, EveryVariableApplies) {
   EXPECT_EQ(o->fault_threads, 3);
   EXPECT_TRUE(o->overcommit);
   EXPECT_TRUE(o->allow_buffered_swap);
+  EXPECT_TRUE(o->in_thread_faults);
 }
 
 TEST_F(EnvTest, TheDocumentedMessage) {
@@ -132,6 +134,7 @@ TEST_F(EnvTest, BadValuesNameTheirVariable) {
       {"UVMRT_FAULT_THREADS", "65"},
       {"UVMRT_OVERCOMMIT", "maybe"},
       {"UVMRT_BUFFERED_SWAP", "2"},
+      {"UVMRT_IN_THREAD_FAULTS", "sigbus"},
       {"UVMRT_RESERVE", "1X"},
       {"UVMRT_RESERVE", "1M"},
   };

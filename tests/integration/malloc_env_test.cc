@@ -88,6 +88,7 @@ TEST(MallocEnvTest, EachBadValueGivesOneLine) {
       {"UVMRT_FAULT_THREADS", "999"},
       {"UVMRT_OVERCOMMIT", "maybe"},
       {"UVMRT_BUFFERED_SWAP", "sometimes"},
+      {"UVMRT_IN_THREAD_FAULTS", "often"},
       {"UVMRT_RESERVE", "1X"},
   };
   for (const auto& [name, value] : bad) {
@@ -116,6 +117,16 @@ TEST(MallocEnvTest, TooSmallForTheAllocator) {
   std::vector<std::string> lines = absl::StrSplit(r.err, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 1u) << r.err;
   EXPECT_NE(lines[0].find("UVMRT_SWAP_SIZE"), std::string::npos) << r.err;
+}
+
+// In-thread faults would handle a fault of the allocator's own code, made
+// under its locks, in a signal handler that may allocate.
+TEST(MallocEnvTest, InThreadFaultsAreRefused) {
+  const Outcome r = RunWith({{"UVMRT_IN_THREAD_FAULTS", "1"}});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err,
+            "uvmrt-malloc: UVMRT_IN_THREAD_FAULTS is not supported by the link-time malloc: unset "
+            "it\n");
 }
 
 TEST(MallocEnvTest, UnknownVariableWarnsAndRuns) {

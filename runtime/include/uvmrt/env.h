@@ -9,6 +9,7 @@
 //   UVMRT_FAULT_THREADS  fault handler threads, 1..64             fault_threads
 //   UVMRT_OVERCOMMIT     boolean                                  overcommit
 //   UVMRT_BUFFERED_SWAP  boolean                                  allow_buffered_swap
+//   UVMRT_IN_THREAD_FAULTS  boolean                               in_thread_faults
 //   UVMRT_RESERVE        address space of the link-time malloc (size; see
 //                        uvmrt/uvmrt_malloc.h), checked by ReserveFromEnv
 //

@@ -33,6 +33,11 @@ struct Options {
   int fault_threads = 2;                    // userfaultfd handler threads
   bool overcommit = false;                  // allow mapping beyond budget + swap
   bool allow_buffered_swap = false;         // fall back when O_DIRECT is refused
+  // Resolve faults on the touching thread, in a SIGBUS handler, instead of
+  // handing them to the fault threads: one wakeup per fault instead of two
+  // or three.  System calls that touch a non-resident page then fail with
+  // EFAULT; see docs/integration.md before turning it on.  x86-64 only.
+  bool in_thread_faults = false;
 };
 
 class RuntimeImpl;

@@ -22,6 +22,8 @@ typedef struct uvmrt_options {
   int fault_threads;       /* userfaultfd handler threads */
   int overcommit;          /* nonzero: allow mappings beyond budget + swap */
   int allow_buffered_swap; /* nonzero: fall back to buffered I/O without O_DIRECT */
+  int in_thread_faults;    /* nonzero: resolve faults on the touching thread (SIGBUS);
+                              see docs/integration.md */
 } uvmrt_options;
 
 #define UVMRT_MIN_BUDGET (1u << 20)
