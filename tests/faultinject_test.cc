@@ -125,18 +125,25 @@ void RunWriteScenario(Runtime* rt, FaultySwapDev* dev, ScenarioResult* out) {
   ASSERT_TRUE(rt->Unmap(m.base, m.npages * kPage).ok());
 }
 
+// RunWriteScenario on a new runtime whose device fails every kth write
+// (`fault`, `timing`), `n` times; *dev is that device.
+std::unique_ptr<Runtime> RunWriteScenarioWith(int k, WriteFault fault, FaultTiming timing, int n,
+                                              FaultySwapDev** dev, ScenarioResult* out) {
+  auto rt = make_faulty_runtime(FaultOptions(), dev);
+  (*dev)->FailEveryKthWrite(k, fault, timing, n);
+  RunWriteScenario(rt.get(), *dev, out);
+  return rt;
+}
+
 // ---- hard write errors ----
 
 class WriteEIO : public ::testing::TestWithParam<FaultTiming> {};
 
 TEST_P(WriteEIO, SlotsMarkedBadNeverReusedPagesWrittenElsewhere) {
-  FaultySwapDev* dev;
-  auto rt = make_faulty_runtime(FaultOptions(), &dev);
   constexpr int kInjections = 6;
-  dev->FailEveryKthWrite(4, WriteFault::kEIO, GetParam(), kInjections);
-
+  FaultySwapDev* dev;
   ScenarioResult r;
-  RunWriteScenario(rt.get(), dev, &r);
+  auto rt = RunWriteScenarioWith(4, WriteFault::kEIO, GetParam(), kInjections, &dev, &r);
   if (HasFatalFailure()) return;
   const FaultyCounters& c = dev->counters();
   SCOPED_TRACE("device: " + c.ToString() + "\nstats: " + StatsString(r.end));
@@ -185,14 +192,11 @@ INSTANTIATE_TEST_SUITE_P(FaultInject, WriteEIO,
 class TransientWrite : public ::testing::TestWithParam<WriteFault> {};
 
 TEST_P(TransientWrite, SlotsFreedPagesRetriedDataIntact) {
-  FaultySwapDev* dev;
-  auto rt = make_faulty_runtime(FaultOptions(), &dev);
   constexpr int kInjections = 8;
   const WriteFault f = GetParam();
-  dev->FailEveryKthWrite(3, f, FaultTiming::kInsteadOfWrite, kInjections);
-
+  FaultySwapDev* dev;
   ScenarioResult r;
-  RunWriteScenario(rt.get(), dev, &r);
+  auto rt = RunWriteScenarioWith(3, f, FaultTiming::kInsteadOfWrite, kInjections, &dev, &r);
   if (HasFatalFailure()) return;
   const FaultyCounters& c = dev->counters();
   SCOPED_TRACE("device: " + c.ToString() + "\nstats: " + StatsString(r.end));
@@ -235,13 +239,10 @@ INSTANTIATE_TEST_SUITE_P(FaultInject, TransientWrite,
 class ShortWrite : public ::testing::TestWithParam<FaultTiming> {};
 
 TEST_P(ShortWrite, IsAnErrorNeverSuccess) {
-  FaultySwapDev* dev;
-  auto rt = make_faulty_runtime(FaultOptions(), &dev);
   constexpr int kInjections = 5;
-  dev->FailEveryKthWrite(4, WriteFault::kShort, GetParam(), kInjections);
-
+  FaultySwapDev* dev;
   ScenarioResult r;
-  RunWriteScenario(rt.get(), dev, &r);
+  auto rt = RunWriteScenarioWith(4, WriteFault::kShort, GetParam(), kInjections, &dev, &r);
   if (HasFatalFailure()) return;
   const FaultyCounters& c = dev->counters();
   SCOPED_TRACE("device: " + c.ToString() + "\nstats: " + StatsString(r.end));
@@ -304,12 +305,7 @@ int SwapInFaultChild(ReadFault fault, bool mapped_clean_before) {
   InstallSigbusHandler(kChildStraySigbus);
   const size_t budget = size_t{4} << 20;
   FaultySwapDev* dev = nullptr;
-  auto created = internal::CreateWithSwapDev(
-      test_options(budget, 4), [&dev](std::unique_ptr<io::SwapDev> real) {
-        auto f = std::make_unique<FaultySwapDev>(std::move(real));
-        dev = f.get();
-        return std::unique_ptr<io::SwapDev>(std::move(f));
-      });
+  auto created = create_faulty_runtime(test_options(budget, 4), &dev);
   CHILD_CHECK(created.ok(), 1, "%s", created.status().ToString().c_str());
   std::unique_ptr<Runtime> rt = std::move(*created);
   const uint64_t npages = 3 * budget / kPage;
@@ -520,12 +516,7 @@ int SequentialReaderChild() {
   InstallSigbusHandler(kChildStraySigbus);
   const size_t budget = size_t{4} << 20;
   FaultySwapDev* dev = nullptr;
-  auto created = internal::CreateWithSwapDev(
-      test_options(budget, 4), [&dev](std::unique_ptr<io::SwapDev> real) {
-        auto f = std::make_unique<FaultySwapDev>(std::move(real));
-        dev = f.get();
-        return std::unique_ptr<io::SwapDev>(std::move(f));
-      });
+  auto created = create_faulty_runtime(test_options(budget, 4), &dev);
   CHILD_CHECK(created.ok(), 1, "%s", created.status().ToString().c_str());
   std::unique_ptr<Runtime> rt = std::move(*created);
   const uint64_t npages = 3 * budget / kPage;

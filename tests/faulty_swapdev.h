@@ -719,13 +719,21 @@ class FaultySwapDev final : public io::SwapDev {
 
 // Creates a runtime whose swap device is a FaultySwapDev; *dev points at it
 // while the runtime lives.
-inline std::unique_ptr<Runtime> make_faulty_runtime(const Options& o, FaultySwapDev** dev) {
+// A runtime on a FaultySwapDev wrapping the real device (*dev, owned by the
+// runtime), or the status of its creation.
+inline absl::StatusOr<std::unique_ptr<Runtime>> create_faulty_runtime(const Options& o,
+                                                                      FaultySwapDev** dev) {
   *dev = nullptr;
-  auto rt = internal::CreateWithSwapDev(o, [dev](std::unique_ptr<io::SwapDev> real) {
+  return internal::CreateWithSwapDev(o, [dev](std::unique_ptr<io::SwapDev> real) {
     auto f = std::make_unique<FaultySwapDev>(std::move(real));
     *dev = f.get();
     return std::unique_ptr<io::SwapDev>(std::move(f));
   });
+}
+
+// As create_faulty_runtime; a failure ends the test program.
+inline std::unique_ptr<Runtime> make_faulty_runtime(const Options& o, FaultySwapDev** dev) {
+  auto rt = create_faulty_runtime(o, dev);
   EXPECT_TRUE(rt.ok()) << rt.status();
   if (!rt.ok() || *dev == nullptr) std::abort();
   return std::move(*rt);

@@ -364,11 +364,7 @@ int BlockedInFaultChild(int nthreads) {
   FaultySwapDev* dev = nullptr;
   Options o = test_options(budget, 4);
   o.fault_threads = 2;
-  auto created = internal::CreateWithSwapDev(o, [&dev](std::unique_ptr<io::SwapDev> real) {
-    auto f = std::make_unique<FaultySwapDev>(std::move(real));
-    dev = f.get();
-    return std::unique_ptr<io::SwapDev>(std::move(f));
-  });
+  auto created = create_faulty_runtime(o, &dev);
   if (!created.ok()) return kBlockedSetup;
   std::unique_ptr<Runtime> rt = std::move(*created);
   const uint64_t npages = 3 * budget / kPage;
@@ -472,12 +468,7 @@ int QueuedBehindBusyReaderChild() {
   InstallSigbusHandler(kBlockedSignal + 10);
   const size_t budget = size_t{2} << 20;
   FaultySwapDev* dev = nullptr;
-  Options o = test_options(budget, 4);
-  auto created = internal::CreateWithSwapDev(o, [&dev](std::unique_ptr<io::SwapDev> real) {
-    auto f = std::make_unique<FaultySwapDev>(std::move(real));
-    dev = f.get();
-    return std::unique_ptr<io::SwapDev>(std::move(f));
-  });
+  auto created = create_faulty_runtime(test_options(budget, 4), &dev);
   if (!created.ok()) return kBlockedSetup;
   std::unique_ptr<Runtime> rt = std::move(*created);
   // Region 1: written, then its first half read back, so that its second

@@ -266,6 +266,14 @@ std::string ThreadCpu() {
 constexpr int kSigbusExit = 42;  // the child took the documented SIGBUS
 constexpr int kNoSigbusExit = 43;
 
+// Runtime::Create, or null with its status on stderr (in a child).
+std::unique_ptr<Runtime> create_or_report(const Options& o) {
+  auto created = Runtime::Create(o);
+  if (created.ok()) return std::move(*created);
+  fprintf(stderr, "create: %s\n", created.status().ToString().c_str());
+  return nullptr;
+}
+
 // The child: overcommit, a 4 MiB budget and 8 MiB of swap, and a 32 MiB
 // region written front to back.  The write that finds every frame dirty and
 // swap full must get SIGBUS after the 5 s grace, not hang.  A monitor thread
@@ -275,12 +283,8 @@ int OutOfSwapChild() {
   InstallSigbusHandler(/*exit_code=*/kSigbusExit + 10);  // SIGBUS on another thread
   Options o = test_options(size_t{4} << 20, 2);          // 4 MiB budget, 8 MiB swap
   o.overcommit = true;
-  auto created = Runtime::Create(o);
-  if (!created.ok()) {
-    fprintf(stderr, "create: %s\n", created.status().ToString().c_str());
-    return 1;
-  }
-  std::unique_ptr<Runtime> rt = std::move(*created);
+  std::unique_ptr<Runtime> rt = create_or_report(o);
+  if (rt == nullptr) return 1;
   const uint64_t npages = (size_t{32} << 20) / kPage;
   auto m = rt->Map(npages * kPage);
   if (!m.ok()) {
@@ -413,12 +417,8 @@ TEST_F(OutOfSwap, RuntimeDoesNotSpinWhileTheFaultWaits) {
 int HugeMapChild() {
   Options o = test_options(size_t{4} << 20, 2);
   o.overcommit = true;
-  auto created = Runtime::Create(o);
-  if (!created.ok()) {
-    fprintf(stderr, "create: %s\n", created.status().ToString().c_str());
-    return 1;
-  }
-  std::unique_ptr<Runtime> rt = std::move(*created);
+  std::unique_ptr<Runtime> rt = create_or_report(o);
+  if (rt == nullptr) return 1;
   FILE* f = fopen("/proc/self/statm", "r");
   unsigned long pages = 0;
   if (f == nullptr || fscanf(f, "%lu", &pages) != 1) return 1;
