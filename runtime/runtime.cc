@@ -155,6 +155,7 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   params.npages = o.budget_bytes >> PAGE_SHIFT;
   params.cluster_pages = o.cluster_pages;
   params.overcommit = o.overcommit;
+  params.inactarg_div = uvm::kInactargDiv;
   stats = uvm::UvmexpChannel::Create();
   uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get(), stats->exp());
   uvm->uvm_enable_async_swapin([this](uvm::deferred_fault d) { defer_fault(std::move(d)); });

@@ -62,7 +62,18 @@ struct uvm_params {
   uint64_t npages;          // frames in the budget
   int cluster_pages;        // SWCLUSTPAGES
   bool overcommit = false;  // allow mappings beyond npages + swpages
+  // inactarg = (active + inactive) / inactarg_div.  UVM's is 3; the
+  // runtime uses kInactargDiv.
+  int inactarg_div = 3;
 };
+
+// The runtime's inactive target: an eighth of the queued pages, where UVM
+// keeps a third.  UVM's inactive pages cost nothing when touched (the
+// hardware sets the reference bit, and the daemon reactivates them); here a
+// touch of an inactive page is a reactivation fault, so a smaller inactive
+// queue trades some of the second chance for fewer faults
+// (docs/performance.md).
+inline constexpr int kInactargDiv = 8;
 
 // A cluster being built by the page daemon (OpenBSD's struct swapcluster).
 struct swapcluster {

@@ -69,7 +69,9 @@ void Uvm::uvmpd_pass() {
   bool scan;
   {
     MutexLock l(&pageqlock_);
-    int64_t inactarg = (get(uvmexp_.active) + get(uvmexp_.inactive)) / 3;
+    // UVM keeps a third of the queued pages inactive; the runtime an eighth
+    // (kInactargDiv: here an inactive page costs a fault when touched).
+    int64_t inactarg = (get(uvmexp_.active) + get(uvmexp_.inactive)) / params_.inactarg_div;
     if (inactarg <= get(uvmexp_.freetarg)) inactarg = get(uvmexp_.freetarg) + 1;
     uvmexp_.inactarg = inactarg;
     scan = get(uvmexp_.free) < get(uvmexp_.freetarg) || get(uvmexp_.inactive) < inactarg;
