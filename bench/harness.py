@@ -57,6 +57,11 @@ SYSTEM_NAMES = {"ram": "RAM", "kswap": "kernel swap", "uvmrt": "uvmrt", "uvmrt-i
 # names their report columns use.
 UVMRT_SYSTEMS = ("uvmrt", "uvmrt-it")
 SHORT_NAMES = {"uvmrt": "uvmrt", "uvmrt-it": "in-thread", "kswap": "kswap"}
+# The systems that page, in the order of their paging-bandwidth columns.
+PAGER_SYSTEMS = ("uvmrt", "uvmrt-it", "kswap")
+# faultlat's cases, in the order the report and the plot list them.
+LATENCY_CASES = ("native", "zero-fill", "zero-fill-it", "swap-in", "swap-in-it", "reactivation",
+                 "reactivation-it", "kernel-swap-in", "kernel-minor")
 
 # Mode defaults; every one can be overridden on the command line.
 MODES = {
@@ -1153,7 +1158,7 @@ def render_markdown(res, keys):
         ["fio", m["fio"]],
     ]))
     uvm_systems = [s for s in systems if s in UVMRT_SYSTEMS]
-    pagers = [SYSTEM_NAMES[s] for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems]
+    pagers = [SYSTEM_NAMES[s] for s in PAGER_SYSTEMS if s in systems]
     if len(pagers) < 2:
         pagers_s = pagers[0] if pagers else "both uvmrt and kernel swap"
     else:
@@ -1260,7 +1265,7 @@ def render_markdown(res, keys):
                      + "; ".join(peak) + ".\n")
 
     lines.append("\n### Paging bandwidth (MiB/s, medians) beside the device\n")
-    bw_systems = [s for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems]
+    bw_systems = [s for s in PAGER_SYSTEMS if s in systems]
     hdr = ["workload"]
     for s in bw_systems:
         hdr += [SHORT_NAMES[s] + " pageout", SHORT_NAMES[s] + " swap-in"]
@@ -1286,8 +1291,6 @@ def render_markdown(res, keys):
     lat = res["latency"]
     if lat:
         lines.append("\n### Fault service latency (us)\n")
-        order = ["native", "zero-fill", "zero-fill-it", "swap-in", "swap-in-it", "reactivation",
-                 "reactivation-it", "kernel-swap-in", "kernel-minor"]
         desc = {
             "native": "plain anonymous memory, first write (kernel page fault)",
             "zero-fill": "uvmrt: first write to a never-touched page",
@@ -1300,7 +1303,7 @@ def render_markdown(res, keys):
             "kernel-minor": "kernel swap: read that took a minor fault (swap cache hit)",
         }
         rows = []
-        for c in order + [c for c in lat if c not in order]:
+        for c in list(LATENCY_CASES) + [c for c in lat if c not in LATENCY_CASES]:
             if c in lat:
                 d = lat[c]
                 rows.append([c, desc.get(c, ""), "%.2f" % d["p50_us"], "%.2f" % d["p99_us"],
@@ -1336,7 +1339,7 @@ def plot(out, res, keys):
         for k in keys:
             f.write('"%s" ' % k + " ".join(
                 ("%.6f" % w[k][s]["elapsed_s"]) if s in w[k] else "NaN" for s in systems) + "\n")
-    bw_cols = [(s, d) for s in ("uvmrt", "uvmrt-it", "kswap") if s in systems for d in ("swapout", "swapin")]
+    bw_cols = [(s, d) for s in PAGER_SYSTEMS if s in systems for d in ("swapout", "swapin")]
     d2 = os.path.join(out, "plot-bw.dat")
     with open(d2, "w") as f:
         f.write("workload " + " ".join('"%s %s"' % (SHORT_NAMES[s], "pageout" if d == "swapout" else "swap-in")
@@ -1348,8 +1351,7 @@ def plot(out, res, keys):
     d3 = os.path.join(out, "plot-lat.dat")
     with open(d3, "w") as f:
         f.write("case p50 p99\n")
-        for c in ("native", "zero-fill", "zero-fill-it", "swap-in", "swap-in-it", "reactivation",
-                  "reactivation-it", "kernel-swap-in", "kernel-minor"):
+        for c in LATENCY_CASES:
             if c in lat:
                 f.write('"%s" %.3f %.3f\n' % (c, lat[c]["p50_us"], lat[c]["p99_us"]))
         if "rand-read-4k-qd1" in res["fio"]:

@@ -120,7 +120,7 @@ absl::StatusOr<int> inthread_attach(InThreadFaults* h) {
 #endif
 }
 
-void inthread_detach(int i, void (*give_up)(void*), void* arg) {
+void inthread_detach(int i, absl::FunctionRef<void()> give_up) {
   slot& s = g_slots[i];
   s.h.store(nullptr);
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -130,7 +130,7 @@ void inthread_detach(int i, void (*give_up)(void*), void* arg) {
     // but only for the moment it takes to look at this one.
     if (!gave_up && absl::Now() >= deadline) {
       logger()->warn("uvmrt: destroy: in-thread faults still in progress after 10 s; stopping");
-      give_up(arg);
+      give_up();
       gave_up = true;
     }
     absl::SleepFor(absl::Microseconds(100));

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "uvm/uvm.h"
 
@@ -46,7 +47,7 @@ absl::StatusOr<int> inthread_attach(InThreadFaults* h);
 // 10 s, must make the calls in progress return (it stops the runtime's waits
 // for frames).
 // => any thread; once per inthread_attach.
-void inthread_detach(int slot, void (*give_up)(void*), void* arg);
+void inthread_detach(int slot, absl::FunctionRef<void()> give_up);
 
 }  // namespace uvmrt::internal
 

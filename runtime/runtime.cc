@@ -45,6 +45,7 @@ class RuntimeImpl final : public internal::InThreadFaults {
   void drain_faults();
   bool signal_reader(int phase);
   bool fault_in_thread(uintptr_t addr, uvm::fault_access access) override;
+  std::shared_ptr<uvm::Region> region_page(uintptr_t addr, uint64_t* idx);
 
   std::unique_ptr<uvm::UvmexpChannel> stats;
   std::unique_ptr<uvm::UffdPmap> pmap;
@@ -111,6 +112,19 @@ absl::Status ValidateOptions(const Options& o) {
 
 }  // namespace
 
+// The live region holding the page at addr, and the page's index in *idx;
+// null if addr is outside every region, or in a hole the application
+// unmapped or moved out with mremap.
+// => a fault handler (the reader, or an in-thread fault); holds no lock.
+std::shared_ptr<uvm::Region> RuntimeImpl::region_page(uintptr_t addr, uint64_t* idx) {
+  addr &= ~(PAGE_SIZE - 1);
+  std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
+  if (r == nullptr) return nullptr;
+  *idx = (addr - r->base()) >> PAGE_SHIFT;
+  if (r->in_hole(*idx)) return nullptr;
+  return r;
+}
+
 // => a SIGBUS handler on an application thread; holds no runtime lock.
 void RuntimeImpl::wait_for_events() {
   const uint64_t e = event_epoch.load();
@@ -124,14 +138,11 @@ void RuntimeImpl::wait_for_events() {
 // => a SIGBUS handler on an application thread; holds no runtime lock.
 bool RuntimeImpl::fault_in_thread(uintptr_t addr, uvm::fault_access access) {
   wait_for_events();
-  addr &= ~(PAGE_SIZE - 1);
-  std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
-  if (r == nullptr) return false;
-  const uint64_t idx = (addr - r->base()) >> PAGE_SHIFT;
-  // A hole the application unmapped, or memory it moved out of the region
-  // with mremap: not a page of any region.  A page the runtime poisoned:
-  // the SIGBUS is the poison's, for the application.  Neither is ours.
-  if (r->in_hole(idx) || r->poisoned(idx)) return false;
+  uint64_t idx = 0;
+  std::shared_ptr<uvm::Region> r = region_page(addr, &idx);
+  // A page the runtime poisoned: the SIGBUS is the poison's, for the
+  // application.  Neither it nor memory outside the regions is ours.
+  if (r == nullptr || r->poisoned(idx)) return false;
   absl::Status st = uvm->uvm_fault(*r, idx, access);
   if (!st.ok()) logger()->warn("uvmrt: fault at {:#x}: {}", addr, st.ToString());
   return true;
@@ -192,8 +203,9 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
 
 void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
   const uintptr_t addr = m.arg.pagefault.address & ~(PAGE_SIZE - 1);
-  std::shared_ptr<uvm::Region> r = uvm->uvm_map_lookup(addr);
-  if (r == nullptr || r->in_hole((addr - r->base()) >> PAGE_SHIFT)) {
+  uint64_t idx = 0;
+  std::shared_ptr<uvm::Region> r = region_page(addr, &idx);
+  if (r == nullptr) {
     // Not part of a live region, yet registered with this userfaultfd:
     // memory the application moved or grew with mremap.  Fail loudly
     // (SIGBUS); if the address is gone altogether, let the thread retry and
@@ -210,7 +222,6 @@ void RuntimeImpl::dispatch_fault(const uffd_msg& m) {
   } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
     access = uvm::FAULT_WRITE;
   }
-  const uint64_t idx = (addr - r->base()) >> PAGE_SHIFT;
   absl::Status st;
   // Faults that need no waiting are resolved here; the rest go to the
   // workers, so that this thread is always free to read the next event.
@@ -400,8 +411,7 @@ RuntimeImpl::~RuntimeImpl() {
     // In-thread faults raised before destroy began are served (the page
     // daemon still runs); later ones get the previous SIGBUS handler's
     // outcome.
-    internal::inthread_detach(
-        inthread_slot, [](void* u) { static_cast<uvm::Uvm*>(u)->stop(); }, uvm.get());
+    internal::inthread_detach(inthread_slot, [this] { uvm->stop(); });
   }
   drain_faults();
   if (uvm != nullptr) uvm->stop();

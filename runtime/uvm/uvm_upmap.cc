@@ -93,11 +93,13 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
         "uvmrt: this kernel's userfaultfd lacks MISSING_SHMEM/MINOR_SHMEM: use Linux 6.1 or "
         "later");
   }
-  if (sigbus && !(probe.features & UFFD_FEATURE_SIGBUS)) {
-    return absl::UnimplementedError(
-        "uvmrt: this kernel's userfaultfd cannot raise SIGBUS: turn in_thread_faults off");
+  if (sigbus) {
+    if (!(probe.features & UFFD_FEATURE_SIGBUS)) {
+      return absl::UnimplementedError(
+          "uvmrt: this kernel's userfaultfd cannot raise SIGBUS: turn in_thread_faults off");
+    }
+    need |= UFFD_FEATURE_SIGBUS;
   }
-  if (sigbus) need |= UFFD_FEATURE_SIGBUS;
   constexpr uint64_t kEvents =
       UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
   uint64_t want = need | (probe.features & (UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_POISON |
