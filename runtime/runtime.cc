@@ -163,7 +163,9 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   dev = std::move(*d);
   if (wrap) dev = wrap(std::move(dev));
   uvm::uvm_params params;
-  params.npages = o.budget_bytes >> PAGE_SHIFT;
+  // The budget holds the frames and the bounce pages of swap-in reads.
+  params.bounce_pages = uvm::bounce_pages_for(o.budget_bytes >> PAGE_SHIFT);
+  params.npages = (o.budget_bytes >> PAGE_SHIFT) - params.bounce_pages;
   params.cluster_pages = o.cluster_pages;
   params.overcommit = o.overcommit;
   params.inactarg_div = uvm::kInactargDiv;

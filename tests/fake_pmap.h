@@ -55,6 +55,7 @@ class FakePmap final : public uvm::Pmap {
     kRelease,
     kWake,
     kPoison,
+    kPlace,
     kNumKinds
   };
 
@@ -203,6 +204,13 @@ class FakePmap final : public uvm::Pmap {
     }
     record({kPoison, &r, idx, 1, false});
     return absl::OkStatus();
+  }
+
+  // Writes the pages into the direct view, as the base does (copy_run
+  // places, then maps with enter_run).
+  void place_run(const uvm::Region& r, uint64_t idx, uint64_t n, const char* src) override {
+    uvm::Pmap::place_run(r, idx, n, src);
+    record({kPlace, &r, idx, n, false});
   }
 
   bool tracks_modify() const override { return tracks_modify_; }

@@ -481,9 +481,10 @@ int QueuedBehindBusyReaderChild() {
   }
   const uint64_t victim = n1 / 2;  // only in swap
   // Region 2: written until some of its pages (the only dirty ones) are in
-  // slow pageout.
+  // slow pageout.  It is larger than the budget, so that happens before its
+  // end whatever the daemon frees first.
   dev->SetWriteLatency(milliseconds(2000), milliseconds(2000));
-  const uint64_t n2 = budget / kPage;
+  const uint64_t n2 = 2 * budget / kPage;
   char* r2 = static_cast<char*>(*rt->Map(n2 * kPage));
   for (uint64_t p = 0; p < n2 && rt->GetStats().paging == 0; p++) {
     fill_page(r2 + p * kPage, 100000 + p, 1);

@@ -62,8 +62,11 @@ class PdaemonTest : public ::testing::Test {
     nslots_ = nslots;
     uvm_.reset();
     dev_ = std::make_unique<FakeSwapDev>(nslots);
-    uvm_ = std::make_unique<Uvm>(uvm_params{npages, cluster, overcommit}, &pmap_, dev_.get());
+    uvm_params params{npages, cluster, overcommit};
+    params.bounce_pages = bounce_pages_;
+    uvm_ = std::make_unique<Uvm>(params, &pmap_, dev_.get());
   }
+  uint64_t bounce_pages_ = 0;  // for the next Init
 
   void TearDown() override {
     if (uvm_ == nullptr) return;
@@ -1284,6 +1287,61 @@ TEST_F(PdaemonTest, FaultAroundSwapsInARunWithOneRead) {
     EXPECT_EQ(Entry(*r, i).swslot, i + 1);
   }
   ExpectConsistent();
+}
+
+// With bounce pages, a swap-in run is read into them and copied into place
+// (Pmap::copy_run): the same data, state and mappings as a read straight
+// into the frames, and the bounce pages are free again afterwards.
+TEST_F(PdaemonTest, FaultAroundSwapsInThroughBouncePages) {
+  bounce_pages_ = 16;
+  std::shared_ptr<Region> r = SceneEvicted();  // 0..15 in slots 1..16
+  r->set_advice(Region::ADV_SEQUENTIAL);
+  Fault(*r, 0, FAULT_READ);
+
+  EXPECT_EQ(dev_->read_calls(), 1);
+  EXPECT_EQ(uvm_->exp().pgswapin.load(), 16);
+  EXPECT_EQ(pmap_.pages(FakePmap::kPlace), 16u) << "the run was not copied from bounce pages";
+  for (uint64_t i = 0; i < 16; i++) {
+    EXPECT_TRUE(Holds(*r, i)) << "page " << i;
+    EXPECT_EQ(Flags(*r, i) & (PQ_ACTIVE | PG_CLEAN | PG_BUSY), PQ_ACTIVE | PG_CLEAN) << i;
+    EXPECT_TRUE(pmap_.write_protected(*r, i)) << "page " << i;
+  }
+  char* all = uvm_->uvm_swap_allocpages(16);
+  EXPECT_NE(all, nullptr) << "the swap-in kept its bounce pages";
+  uvm_->uvm_swap_freepages(all, 16);
+  ExpectConsistent();
+}
+
+// Bounce pages are handed out first fit, contiguous, and never more than
+// there are: a swap-in that gets none reads straight into its frames.
+TEST_F(PdaemonTest, BouncePagesAreFirstFitAndBounded) {
+  bounce_pages_ = 8;
+  Init(32, 4, 64);
+  char* a = uvm_->uvm_swap_allocpages(4);
+  char* b = uvm_->uvm_swap_allocpages(3);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b, a + 4 * PAGE_SIZE);
+  EXPECT_EQ(uvm_->uvm_swap_allocpages(2), nullptr) << "only one page is left";
+  EXPECT_EQ(uvm_->uvm_swap_allocpages(9), nullptr) << "more than there are";
+  uvm_->uvm_swap_freepages(a, 4);
+  char* c = uvm_->uvm_swap_allocpages(2);
+  EXPECT_EQ(c, a);
+  char* d = uvm_->uvm_swap_allocpages(3);
+  EXPECT_EQ(d, nullptr) << "two free pages, then one, are not three contiguous ones";
+  char* e = uvm_->uvm_swap_allocpages(2);
+  EXPECT_EQ(e, a + 2 * PAGE_SIZE);
+  // Written and read back whole: the pages exist.
+  std::memset(e, 0x5a, 2 * PAGE_SIZE);
+  EXPECT_EQ(e[2 * PAGE_SIZE - 1], 0x5a);
+  uvm_->uvm_swap_freepages(b, 3);
+  uvm_->uvm_swap_freepages(c, 2);
+  uvm_->uvm_swap_freepages(e, 2);
+  EXPECT_NE(uvm_->uvm_swap_allocpages(8), nullptr);
+
+  bounce_pages_ = 0;
+  Init(32, 4, 64);
+  EXPECT_EQ(uvm_->uvm_swap_allocpages(1), nullptr) << "no bounce pages were asked for";
 }
 
 // The application discards a page while it is being written (MADV_DONTNEED):

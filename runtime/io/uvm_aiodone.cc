@@ -118,9 +118,10 @@ void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
   {
     Chunk& c = r.chunk_of(io->idx);
     MutexLock l(&c.vmobjlock);
-    out = uvm_fault_swapin_finish(r, c, io->idx, io->run, io->n, io->write, io->readahead, st,
-                                  &retry);
+    out = uvm_fault_swapin_finish(r, c, io->idx, io->run, io->n, io->write, io->readahead,
+                                  io->bounce, st, &retry);
   }
+  uvm_swap_freepages(io->bounce, io->n);
   if (retry != SWAPIN_DONE) {
     // Mapping must wait for an event to be read, or the read failed: a
     // fault-handler thread takes over, as it may wait.

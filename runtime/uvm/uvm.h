@@ -21,6 +21,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -65,7 +66,16 @@ struct uvm_params {
   // inactarg = (active + inactive) / inactarg_div.  UVM's is 3; the
   // runtime uses kInactargDiv.
   int inactarg_div = 3;
+  // Bounce pages for swap-in reads (uvm_swap_allocpages); 0: swap-ins read
+  // straight into their frames.
+  uint64_t bounce_pages = 0;
 };
+
+// The bounce pages a runtime keeps out of a budget of `budget_pages`: a
+// sixteenth, at most 2 MiB (four 128-page reads in flight).
+inline uint64_t bounce_pages_for(uint64_t budget_pages) {
+  return std::min<uint64_t>(512, budget_pages / 16);
+}
 
 // The runtime's inactive target: an eighth of the queued pages, where UVM
 // keeps a third.  UVM's inactive pages cost nothing when touched (the
@@ -102,6 +112,7 @@ struct swapin_io {
   uint32_t slot0 = 0;
   bool write = false;
   bool readahead = false;  // no thread faulted on run[0]
+  char* bounce = nullptr;  // read into these n bounce pages, else into the frames
   vm_page* run[kMaxFaultAhead + 1];
   iovec iov[kMaxFaultAhead + 1];
 };
@@ -123,6 +134,12 @@ struct deferred_fault {
   // status's shared representation must not be released on two threads
   // (the prebuilt abseil is not visible to ThreadSanitizer).
   std::string failed;
+};
+
+// Unmaps the bounce pages.
+struct bounce_unmap {
+  uint64_t bytes = 0;
+  void operator()(char* p) const;
 };
 
 class Uvm {
@@ -328,9 +345,17 @@ class Uvm {
   // => page daemon; pages are PG_BUSY; holds no lock.
   pager_result uvm_swap_put(int slot, vm_page** pages, int npages);
 
-  // Reads slots slot..slot+n-1 into the frames of pgs[0..n) in one I/O.
+  // Reads slots slot..slot+n-1 in one I/O into the frames of pgs[0..n), or
+  // into `bounce` (n pages from uvm_swap_allocpages) if not null.
   // => caller holds no lock; the pages are PG_BUSY and owned by the caller.
-  absl::Status uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot);
+  absl::Status uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot, char* bounce);
+
+  // uvm_swap_allocpages: n contiguous bounce pages for a swap-in read, or
+  // null if none are free (the read then goes straight into its frames).
+  // uvm_swap_freepages gives them back.
+  // => any thread; bounce_lock_ is a leaf.
+  char* uvm_swap_allocpages(uint64_t n) ABSL_LOCKS_EXCLUDED(bounce_lock_);
+  void uvm_swap_freepages(char* p, uint64_t n) ABSL_LOCKS_EXCLUDED(bounce_lock_);
 
   // uvm_swap_dropcluster: finishes a cluster (seed 000).  On success marks
   // the pages clean; on error resets each page's slot.  Un-busies the pages.
@@ -416,7 +441,7 @@ class Uvm {
                                       uint64_t n, uint32_t slot0, bool write, bool readahead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                       uint64_t n, bool write, bool readahead,
+                                       uint64_t n, bool write, bool readahead, const char* bounce,
                                        const absl::Status& st, swapin_retry* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   uint64_t uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t max,
@@ -479,6 +504,12 @@ class Uvm {
   std::vector<uint32_t> swap_group_free_ ABSL_GUARDED_BY(swap_lock_);
   std::vector<uint64_t> swap_bad_ ABSL_GUARDED_BY(swap_lock_);
   uint64_t swap_cursor_ ABSL_GUARDED_BY(swap_lock_) = 1;
+
+  // Bounce pages: one mapping of params_.bounce_pages pages, faulted in
+  // once, and a bit per page, set while allocated.
+  std::unique_ptr<char, bounce_unmap> bounce_;
+  Mutex bounce_lock_;
+  std::vector<uint64_t> bounce_map_ ABSL_GUARDED_BY(bounce_lock_);
 };
 
 }  // namespace uvmrt::uvm

@@ -297,10 +297,13 @@ absl::Status Uvm::uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* c
   for (uint64_t i = 0; i < n; i++) run[i]->setbits(PG_BUSY);
   // The runs that follow are read meanwhile.
   if (readahead) uvm_fault_readahead(r, c, idx + n, slot0 + static_cast<uint32_t>(n), n);
+  char* bounce = uvm_swap_allocpages(n);
   c.vmobjlock.Unlock();
-  absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0));
+  absl::Status st = uvm_swap_get_run(run, n, static_cast<int>(slot0), bounce);
   c.vmobjlock.Lock();
-  return uvm_fault_swapin_finish(r, c, idx, run, n, write, false, st, retry);
+  absl::Status out = uvm_fault_swapin_finish(r, c, idx, run, n, write, false, bounce, st, retry);
+  uvm_swap_freepages(bounce, n);
+  return out;
 }
 
 // Starts the swap-in of the run run[0..n) at idx as one asynchronous read;
@@ -319,9 +322,11 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
     io->slot0 = slot0;
     io->write = write;
     io->readahead = readahead;
+    io->bounce = uvm_swap_allocpages(n);
     for (uint64_t i = 0; i < n; i++) {
       io->run[i] = run[i];
-      io->iov[i].iov_base = pmap_->direct(*run[i]->uobject, run[i]->offset);
+      io->iov[i].iov_base = io->bounce != nullptr ? io->bounce + (i << PAGE_SHIFT)
+                                                  : pmap_->direct(*run[i]->uobject, run[i]->offset);
       io->iov[i].iov_len = PAGE_SIZE;
       run[i]->setbits(PG_BUSY);
     }
@@ -333,6 +338,7 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
       return absl::OkStatus();
     }
     swapins_pending_.fetch_sub(1, std::memory_order_acq_rel);
+    uvm_swap_freepages(io->bounce, n);
     if (!absl::IsUnavailable(st)) {
       logger()->warn("uvmrt: swap read could not be queued: {}", st.ToString());
     }
@@ -346,24 +352,30 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
 }
 
 // After the read of a swap-in run (status st): the pages that stay become
-// resident and are mapped.  *retry as uvm_fault_swapin.
+// resident and are mapped; the data is in `bounce` if not null, else in the
+// frames already.  *retry as uvm_fault_swapin.
 // => caller holds c.vmobjlock, c == r.chunk_of(idx); the pages are PG_BUSY,
 //    held by the caller.
 absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                           uint64_t n, bool write, bool readahead,
-                                          const absl::Status& st, swapin_retry* retry) {
+                                          const char* bounce, const absl::Status& st,
+                                          swapin_retry* retry) {
   // Which of the run's pages end up resident.  A page discarded meanwhile
   // (PG_RELEASED) reads zero now; after a failed read every page gives its
   // frame back and keeps its slot.
   bool good[kMaxFaultAhead + 1];
   uint64_t ngood = 0;
   bool released = false;  // the faulting page itself was discarded
+  // Read once: the region may die meanwhile (uao_teardown sets it without
+  // this lock, then waits for it), and every page of the run must be
+  // counted out of swpgonly the same way, here or by the teardown.
+  const bool dead = r.dead();
   for (uint64_t i = 0; i < n; i++) {
     vm_page* p = run[i];
     pgent& pe = c.ent[(idx + i) & kChunkMask];
     good[i] = false;
     uvm_page_unbusy(c, p);
-    if (r.dead()) {
+    if (dead) {
       // Detached meanwhile: uao_detach frees frame and slot as those of a
       // resident page.
       dec(uvmexp_.swpgonly);
@@ -383,7 +395,7 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
     good[i] = true;
     ngood++;
   }
-  if (r.dead()) {
+  if (dead) {
     pmap_->wake(r, idx);
     return absl::OkStatus();
   }
@@ -434,9 +446,10 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
     run[0]->clearbits(PG_CLEAN | PG_SWAPIN);
     uao_dropswap(c, idx);
   }
-  // Map the resident pages, a contiguous run per call.
+  // Map the resident pages, a contiguous run per call.  From bounce pages,
+  // every page is put in place, mapped or not.
   absl::Status mst;
-  for (uint64_t i = 0; i < n && mst.ok();) {
+  for (uint64_t i = 0; i < n && (mst.ok() || bounce != nullptr);) {
     if (!good[i]) {
       i++;
       continue;
@@ -444,7 +457,14 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
     uint64_t j = i + 1;
     const bool wp = track && (run[i]->flags() & PG_CLEAN);
     while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
-    mst = pmap_->enter_run(r, idx + i, j - i, wp);
+    if (bounce == nullptr) {
+      mst = pmap_->enter_run(r, idx + i, j - i, wp);
+    } else if (mst.ok()) {
+      mst = pmap_->copy_run(r, idx + i, j - i, bounce + (i << PAGE_SHIFT), wp);
+    } else {
+      // Resident and unmapped, as after a failed enter_run.
+      pmap_->place_run(r, idx + i, j - i, bounce + (i << PAGE_SHIFT));
+    }
     i = j;
   }
   if (released) {

@@ -1,4 +1,6 @@
 // uvm_page.cc: frames, the page queues, the free list and uvm_wait.
+#include <sys/mman.h>
+
 #include <algorithm>
 
 #include "absl/time/time.h"
@@ -59,6 +61,20 @@ Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev, uvmexp_t* stats
       own_uvmexp_(stats == nullptr ? std::make_unique<uvmexp_t>() : nullptr),
       uvmexp_(stats != nullptr ? *stats : *own_uvmexp_) {
   uvmexp_.npages = static_cast<int64_t>(params.npages);
+  if (params.bounce_pages > 0) {
+    // Faulted in once, so reads land in pages that exist.
+    const uint64_t bytes = params.bounce_pages << PAGE_SHIFT;
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p != MAP_FAILED) {
+      madvise(p, bytes, MADV_DONTFORK);  // a child has no use for them
+      bounce_ = std::unique_ptr<char, bounce_unmap>(static_cast<char*>(p), bounce_unmap{bytes});
+      MutexLock l(&bounce_lock_);
+      bounce_map_.assign((params.bounce_pages + 63) / 64, 0);
+    } else {
+      logger()->warn("uvmrt: no bounce pages for swap-in reads; reading into frames");
+    }
+  }
   {
     MutexLock l(&fpageqlock_);
     for (uint64_t i = 0; i < params.npages; i++) {

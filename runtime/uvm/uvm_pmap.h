@@ -13,6 +13,7 @@
 #define UVMRT_UVM_UVM_PMAP_H_
 
 #include <cstdint>
+#include <cstring>
 
 #include "absl/status/status.h"
 #include "uvm/uvm_aobj.h"
@@ -71,6 +72,25 @@ class Pmap {
       *done = i + 1;
     }
     return absl::OkStatus();
+  }
+
+  // Places the run [idx, idx+n), read from swap into `src` (n pages), in the
+  // backing object and maps it as enter_run does, waking the threads
+  // faulting on it.  Every page is resident afterwards, even where mapping
+  // failed (with enter_run's outcome: Unavailable if it mapped none).
+  // => caller holds the owner lock of every page in the run; the pages hold
+  //    no data yet.
+  virtual absl::Status copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
+                                bool wp) {
+    place_run(r, idx, n, src);
+    return enter_run(r, idx, n, wp);
+  }
+
+  // Places the run in the backing object, unmapped: resident, as copy_run
+  // leaves what it cannot map.  This one writes the direct view.
+  // => as copy_run.
+  virtual void place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) {
+    std::memcpy(direct(r, idx), src, n << PAGE_SHIFT);
   }
 
   // pmap_page_protect(PROT_NONE) on [idx, idx+n): the pages stay resident

@@ -7,6 +7,7 @@
 // whose summary count says they are full, so it stays fast as swap fills and
 // fragments (Linux keeps 256-page cluster free lists for the same reason).
 #include <errno.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <bit>
@@ -170,13 +171,53 @@ pager_result Uvm::uvm_swap_put(int slot, vm_page** pages, int npages) {
   return VM_PAGER_PEND;
 }
 
-absl::Status Uvm::uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot) {
+absl::Status Uvm::uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot, char* bounce) {
   iovec iov[kMaxFaultAhead + 1];
   for (uint64_t i = 0; i < n; i++) {
-    iov[i].iov_base = pmap_->direct(*pgs[i]->uobject, pgs[i]->offset);
+    iov[i].iov_base = bounce != nullptr ? bounce + (i << PAGE_SHIFT)
+                                        : pmap_->direct(*pgs[i]->uobject, pgs[i]->offset);
     iov[i].iov_len = PAGE_SIZE;
   }
   return dev_->Read(static_cast<uint64_t>(slot), iov, static_cast<int>(n));
+}
+
+/*
+ * Bounce pages (OpenBSD's uvm_swap_allocpages, there for swap encryption
+ * and DMA limits).  Here a swap-in reads into bounce pages, and the pmap
+ * copies them into place (UFFDIO_COPY), which allocates and maps each page
+ * in one step; a read straight into a frame would fault the page into the
+ * direct view first, allocating and clearing it, one page at a time.
+ * First fit over a small bitmap: reads hold their pages only until they
+ * complete.
+ */
+char* Uvm::uvm_swap_allocpages(uint64_t n) {
+  if (bounce_ == nullptr || n > params_.bounce_pages) return nullptr;
+  MutexLock l(&bounce_lock_);
+  auto used = [&](uint64_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(bounce_lock_) {
+    return (bounce_map_[i / 64] >> (i % 64)) & 1;
+  };
+  for (uint64_t s = 0; s + n <= params_.bounce_pages;) {
+    uint64_t k = 0;
+    while (k < n && !used(s + k)) k++;
+    if (k < n) {
+      s += k + 1;
+      continue;
+    }
+    for (uint64_t i = s; i < s + n; i++) bounce_map_[i / 64] |= uint64_t{1} << (i % 64);
+    return bounce_.get() + (s << PAGE_SHIFT);
+  }
+  return nullptr;
+}
+
+void Uvm::uvm_swap_freepages(char* p, uint64_t n) {
+  if (p == nullptr) return;
+  const uint64_t s = static_cast<uint64_t>(p - bounce_.get()) >> PAGE_SHIFT;
+  MutexLock l(&bounce_lock_);
+  for (uint64_t i = s; i < s + n; i++) bounce_map_[i / 64] &= ~(uint64_t{1} << (i % 64));
+}
+
+void bounce_unmap::operator()(char* p) const {
+  munmap(p, bytes);
 }
 
 int Uvm::uvm_swap_dropcluster(vm_page** pgs, int npages, int error) {

@@ -293,6 +293,49 @@ absl::Status UffdPmap::enter_run(const Region& r, uint64_t idx, uint64_t n, bool
   return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
 }
 
+void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) {
+  // A write to the memfd allocates the pages without clearing them, and
+  // maps none.
+  const uint64_t len = n << PAGE_SHIFT;
+  uint64_t off = 0;
+  while (off < len) {
+    const ssize_t w = pwrite(memfd_, src + off, len - off,
+                             static_cast<off_t>(((r.pgoff() + idx) << PAGE_SHIFT) + off));
+    if (w > 0) {
+      off += static_cast<uint64_t>(w);
+    } else if (w < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
+  }
+  // What could not be written (no memory for it) goes in through the direct
+  // view, as a read into the frames would.
+  if (off < len) std::memcpy(direct(r, idx) + off, src + off, len - off);
+}
+
+// UFFDIO_COPY allocates each page, copies it and maps it in one call: no
+// fault in the direct view, and no clearing of a page about to be
+// overwritten.  What it did not place goes in through the direct view.
+absl::Status UffdPmap::copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
+                                bool wp) {
+  uffdio_copy c{};
+  c.dst = r.addr(idx);
+  c.src = reinterpret_cast<uintptr_t>(src);
+  c.len = n << PAGE_SHIFT;
+  c.mode = wp ? UFFDIO_COPY_MODE_WP : 0;
+  if (ioctl(uffd_, UFFDIO_COPY, &c) == 0) return absl::OkStatus();
+  const int e = errno;
+  const uint64_t done = c.copy > 0 ? static_cast<uint64_t>(c.copy) >> PAGE_SHIFT : 0;
+  place_run(r, idx + done, n - done, src + (done << PAGE_SHIFT));
+  if (e == EAGAIN) {
+    // As enter_run: a part mapped is enough, the rest is mapped on a later
+    // fault; none mapped, the caller retries once the event is read.
+    return done > 0 ? absl::OkStatus() : kMmapChanging();
+  }
+  return enter_run(r, idx + done, n - done, wp);
+}
+
 absl::Status UffdPmap::zerofill(const Region& r, uint64_t idx) {
   uint64_t done = 0;
   return zerofill_run(r, idx, 1, &done);

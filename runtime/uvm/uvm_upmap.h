@@ -44,6 +44,9 @@ class UffdPmap final : public Pmap {
   absl::Status zerofill(const Region& r, uint64_t idx) override;
   absl::Status enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp) override;
   absl::Status zerofill_run(const Region& r, uint64_t idx, uint64_t n, uint64_t* done) override;
+  absl::Status copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
+                        bool wp) override;
+  void place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) override;
   void remove(const Region& r, uint64_t idx, uint64_t n) override;
   absl::Status unprotect(const Region& r, uint64_t idx) override;
   void release(const Region& r, uint64_t idx, uint64_t n) override;

@@ -35,7 +35,7 @@ typedef struct uvmrt_options {
  */
 typedef struct uvmrt_stats {
   int64_t pagesize;       /* bytes per page */
-  int64_t npages;         /* frames in the resident budget */
+  int64_t npages;         /* frames: the resident budget less its bounce pages */
   int64_t free;           /* free frames */
   int64_t active;         /* frames on the active queue */
   int64_t inactive;       /* frames on the inactive queue */
