@@ -453,6 +453,11 @@ class Uvm {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   fault_outcome uvm_fault_common(Region& r, uint64_t idx, fault_access access, bool nowait,
                                  absl::Status* st);
+  // Where page i of a swap-in run is read to: bounce page i, or else the
+  // frame itself, through the direct view.
+  char* swapin_buf(const vm_page* pg, char* bounce, uint64_t i) const {
+    return bounce != nullptr ? bounce + (i << PAGE_SHIFT) : pmap_->direct(*pg->uobject, pg->offset);
+  }
   bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
   uint64_t swap_find_run(uint64_t want) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
   static constexpr uint64_t kSwapGroup = 256;  // slots per swap_group_free_ count

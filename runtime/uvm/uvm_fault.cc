@@ -325,8 +325,7 @@ absl::Status Uvm::uvm_fault_swapin_start(Region& r, Chunk& c, uint64_t idx, vm_p
     io->bounce = uvm_swap_allocpages(n);
     for (uint64_t i = 0; i < n; i++) {
       io->run[i] = run[i];
-      io->iov[i].iov_base = io->bounce != nullptr ? io->bounce + (i << PAGE_SHIFT)
-                                                  : pmap_->direct(*run[i]->uobject, run[i]->offset);
+      io->iov[i].iov_base = swapin_buf(run[i], io->bounce, i);
       io->iov[i].iov_len = PAGE_SIZE;
       run[i]->setbits(PG_BUSY);
     }

@@ -174,8 +174,7 @@ pager_result Uvm::uvm_swap_put(int slot, vm_page** pages, int npages) {
 absl::Status Uvm::uvm_swap_get_run(vm_page* const* pgs, uint64_t n, int slot, char* bounce) {
   iovec iov[kMaxFaultAhead + 1];
   for (uint64_t i = 0; i < n; i++) {
-    iov[i].iov_base = bounce != nullptr ? bounce + (i << PAGE_SHIFT)
-                                        : pmap_->direct(*pgs[i]->uobject, pgs[i]->offset);
+    iov[i].iov_base = swapin_buf(pgs[i], bounce, i);
     iov[i].iov_len = PAGE_SIZE;
   }
   return dev_->Read(static_cast<uint64_t>(slot), iov, static_cast<int>(n));

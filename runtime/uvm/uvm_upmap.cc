@@ -316,7 +316,7 @@ void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* 
 
 // UFFDIO_COPY allocates each page, copies it and maps it in one call: no
 // fault in the direct view, and no clearing of a page about to be
-// overwritten.  What it did not place goes in through the direct view.
+// overwritten.  What it did not place goes in unmapped, with place_run.
 absl::Status UffdPmap::copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
                                 bool wp) {
   uffdio_copy c{};
