@@ -1186,6 +1186,33 @@ TEST_F(PdaemonTest, WriteFaultFreesTheStaleSlotAndReadKeepsIt) {
   ExpectConsistent();
 }
 
+// Write prediction on reactivation: in a region whose swapped-in pages get
+// written, a read fault on a clean resident page (paged out, not yet freed)
+// maps it writable and dirty, and its slot goes.  The region's first
+// prediction is a clean probe, as for swap-ins.
+TEST_F(PdaemonTest, ReadReactivationMapsWritableOncePagesGetWritten) {
+  std::shared_ptr<Region> r = SceneWithWritesInFlight();
+  ASSERT_EQ(CompleteWrites(), 2u);  // 0..15 clean, 16..19 dirty, all inactive
+  r->note_written_after_swapin();
+  const int64_t inuse = uvm_->exp().swpginuse.load();
+
+  Fault(*r, 4, FAULT_READ);  // the probe
+  Fault(*r, 5, FAULT_READ);
+
+  EXPECT_EQ(uvm_->exp().flt_react.load(), 2);
+  EXPECT_EQ(Flags(*r, 4) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE | PG_CLEAN);
+  EXPECT_TRUE(pmap_.write_protected(*r, 4));
+  EXPECT_EQ(Entry(*r, 4).swslot, 5u);
+  EXPECT_EQ(Flags(*r, 5) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE) << "mapped dirty";
+  EXPECT_TRUE(pmap_.mapped(*r, 5));
+  EXPECT_FALSE(pmap_.write_protected(*r, 5));
+  EXPECT_EQ(Entry(*r, 5).swslot, 0u) << "a dirty page keeps no stale slot";
+  EXPECT_EQ(uvm_->exp().swpginuse.load(), inuse - 1);
+  EXPECT_TRUE(Holds(*r, 4));
+  EXPECT_TRUE(Holds(*r, 5));
+  ExpectConsistent();
+}
+
 // A fault on a resident inactive page reactivates it without a copy.
 TEST_F(PdaemonTest, FaultOnInactivePageReactivates) {
   std::shared_ptr<Region> r = SceneWithWritesInFlight();

@@ -168,6 +168,60 @@ TEST_F(SwapTest, LessOkReturnsShorterRunWhenFragmented) {
   ExpectAccounting();
 }
 
+// With no run of the whole request, lessok takes the longest run there is,
+// not the first run of half the request (UVM's halving would take 10..14).
+TEST_F(SwapTest, LessOkTakesTheLongestRunWhenNoneIsLongEnough) {
+  Init(128);
+  AllocExact(128);
+  uvm_->uvm_swap_free(10, 5);   // 10..14
+  uvm_->uvm_swap_free(40, 7);   // 40..46: the longest
+  uvm_->uvm_swap_free(100, 6);  // 100..105
+  int n = 8;
+  const int s = uvm_->uvm_swap_alloc(&n, true);
+  EXPECT_EQ(s, 40);
+  EXPECT_EQ(n, 7);
+  ExpectValidRun(s, n);
+  ExpectAccounting();
+}
+
+// Against a plain scan of the map, under random churn: lessok gets the
+// whole request when a run that long is free, and otherwise a run as long
+// as the longest free one, across word boundaries and beyond 64 slots.
+TEST_F(SwapTest, LessOkMatchesABruteForceLongestRun) {
+  const uint64_t kSlots = 4096;
+  Init(kSlots);
+  AllocExact(static_cast<int>(kSlots));
+  auto longest_free = [&] {
+    uint64_t best = 0, run = 0;
+    for (uint64_t s = 1; s <= kSlots; s++) {
+      run = UvmTestPeer::Allocated(*uvm_, s) ? 0 : run + 1;
+      best = std::max(best, run);
+    }
+    return best;
+  };
+  uint64_t x = 42;
+  auto rnd = [&](uint64_t n) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (x >> 33) % n;
+  };
+  for (int i = 0; i < 3000; i++) {
+    // Free a random run of allocated slots, then allocate.
+    const uint64_t at = 1 + rnd(kSlots);
+    const uint64_t len = 1 + rnd(i % 2 ? 8 : 150);
+    for (uint64_t s = at; s < at + len && s <= kSlots; s++) {
+      if (UvmTestPeer::Allocated(*uvm_, s)) uvm_->uvm_swap_free(static_cast<int>(s), 1);
+    }
+    const uint64_t longest = longest_free();
+    const int want = 1 + static_cast<int>(rnd(100));
+    int n = want;
+    const int got = uvm_->uvm_swap_alloc(&n, true);
+    ASSERT_NE(got, 0) << "iteration " << i;
+    ASSERT_EQ(static_cast<uint64_t>(n), std::min<uint64_t>(longest, want)) << "iteration " << i;
+    ExpectValidRun(got, n);
+  }
+  ExpectAccounting();
+}
+
 TEST_F(SwapTest, LessOkPrefersAFullRunOverAShorterOne) {
   Init(64);
   AllocExact(64);

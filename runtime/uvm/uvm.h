@@ -53,8 +53,11 @@ inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
 // sequential access.
 inline constexpr uint64_t kMaxFaultAhead = 127;
 inline constexpr uint64_t kNormalFaultAhead = 63;
-// Read-ahead: runs read asynchronously after a sequential swap-in run.
-inline constexpr int kReadAheadRuns = 3;
+// Read-ahead: runs read asynchronously after a sequential swap-in run.  With
+// the faulting run, eight runs of kNormalFaultAhead + 1 pages: a whole chunk,
+// and the most bounce pages a runtime has (bounce_pages_for).
+inline constexpr int kReadAheadRuns = 7;
+static_assert((kReadAheadRuns + 1) * (kNormalFaultAhead + 1) == kChunkPages);
 
 // Fault access kinds handed to uvm_fault.
 enum fault_access { FAULT_READ, FAULT_WRITE, FAULT_WP };
@@ -459,7 +462,8 @@ class Uvm {
     return bounce != nullptr ? bounce + (i << PAGE_SHIFT) : pmap_->direct(*pg->uobject, pg->offset);
   }
   bool swap_bit(uint64_t s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
-  uint64_t swap_find_run(uint64_t want) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
+  uint64_t swap_find_run(uint64_t want, uint64_t* len) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
   static constexpr uint64_t kSwapGroup = 256;  // slots per swap_group_free_ count
   void swap_setbits(uint64_t s, uint64_t n, bool v) ABSL_EXCLUSIVE_LOCKS_REQUIRED(swap_lock_);
 

@@ -126,6 +126,13 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
         if (pg->flags() & PG_SWAPIN) r.note_written_after_swapin();
         pg->clearbits(PG_CLEAN | PG_SWAPIN);
         uao_dropswap(c, idx);
+      } else if ((pg->flags() & PG_CLEAN) && pmap_->tracks_modify() && r.swapin_map_dirty()) {
+        // A read of a clean page (paged out, or swapped in and not written
+        // since) in a region whose pages mostly get written: mapped
+        // writable, as a swap-in is, so the write that follows costs no
+        // second fault.
+        pg->clearbits(PG_CLEAN | PG_SWAPIN);
+        uao_dropswap(c, idx);
       }
       pg->setbits(PG_PMAP_REF);
       inc(uvmexp_.flt_react);

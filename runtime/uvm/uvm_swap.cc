@@ -38,14 +38,24 @@ void Uvm::swap_setbits(uint64_t s, uint64_t n, bool v) {
 
 // swap_find_run: the first free run of at least `want` slots at or after
 // the next-fit cursor (wrapping once to the start; runs do not wrap around
-// the end of the file), or 0.  Works a 64-slot word at a time: full words
-// and full groups are skipped, a free word extends the run in hand, and
-// a run inside a mixed word is found with shifted ANDs of its free mask.
-uint64_t Uvm::swap_find_run(uint64_t want) const {
+// the end of the file); if there is none, the first of the longest free
+// runs.  Returns its first slot and sets *len to its length, at most
+// `want`; 0 if no slot is free.  One pass, a 64-slot word at a time: full
+// words and full groups are skipped, a free word extends the run in hand,
+// and inside a mixed word only a run longer than the best so far is looked
+// for, with shifted ANDs of its free mask.
+uint64_t Uvm::swap_find_run(uint64_t want, uint64_t* len) const {
   const uint64_t nwords = swap_map_.size();
   const uint64_t slack = (want + 63) / 64 + 1;  // to finish a run straddling the cursor
   uint64_t w = swap_cursor_ / 64;
   uint64_t run = 0;  // free slots ending at the previous word's top
+  uint64_t best = 0, best_start = 0;
+  auto found = [&](uint64_t start, uint64_t n) {
+    if (n <= best) return false;
+    best = std::min(n, want);
+    best_start = start;
+    return n >= want;
+  };
   for (uint64_t k = 0; k < nwords + slack; k++, w++) {
     if (w >= nwords) {
       w = 0;
@@ -62,45 +72,48 @@ uint64_t Uvm::swap_find_run(uint64_t want) const {
     const uint64_t f = ~swap_map_[w];  // free slots
     if (f == ~uint64_t{0}) {
       run += 64;
-      if (run >= want) return base + 64 - run;
+      if (found(base + 64 - run, run)) break;
       continue;
     }
     // The run in hand continues into this word's low free bits.
     const uint64_t lo = static_cast<uint64_t>(std::countr_one(f));
-    if (run + lo >= want) return base - run;
-    // A run wholly inside the word: bit i of y stays set only if slots
-    // i..i+want-1 are all free.
-    if (want <= 64) {
+    if (found(base - run, run + lo)) break;
+    // Runs wholly inside the word longer than the best: bit i of y stays
+    // set only if slots i..i+need-1 are all free.
+    bool done = false;
+    for (uint64_t need = best + 1; need < 64 && !done; need = best + 1) {
       uint64_t y = f;
-      for (uint64_t have = 1; have < want;) {
-        const uint64_t step = std::min(have, want - have);
+      for (uint64_t have = 1; have < need;) {
+        const uint64_t step = std::min(have, need - have);
         y &= y >> step;
         have += step;
       }
-      if (y != 0) return base + static_cast<uint64_t>(std::countr_zero(y));
+      if (y == 0) break;
+      const int at = std::countr_zero(y);
+      const uint64_t n = static_cast<uint64_t>(std::countr_one(f >> at));
+      if (at + n == 64) break;  // the top run: carried into the next word
+      done = found(base + static_cast<uint64_t>(at), n);
     }
+    if (done) break;
     run = static_cast<uint64_t>(std::countl_one(f));
+    if (found(base + 64 - run, run)) break;
   }
-  return 0;
+  *len = best;
+  return best_start;
 }
 
 // uvm_swap_alloc: allocate `*n` contiguous slots.  With `lessok`, a shorter
-// run is accepted when no run of *n is free: as UVM retries with fewer
-// slots, the request is halved until a run is found, and that run is then
-// taken up to *n slots long.
+// run is accepted when no run of *n is free, as UVM's lessok; UVM halves
+// the request until blist_alloc finds a run, each try a search of its own.
+// Here one search finds the longest run there is: when swap is fragmented,
+// five searches of the whole map cost the daemon more CPU time than the
+// write they are for (docs/performance.md).
 int Uvm::uvm_swap_alloc(int* n, bool lessok) {
   MutexLock l(&swap_lock_);
   const uint64_t want = static_cast<uint64_t>(*n);
-  uint64_t need = want;
-  uint64_t start = swap_find_run(need);
-  while (start == 0 && lessok && need > 1) {
-    need /= 2;
-    start = swap_find_run(need);
-  }
-  if (start == 0) return 0;
-  uint64_t got = need;
-  const uint64_t nbits = swap_map_.size() * 64;
-  while (got < want && start + got < nbits && !swap_bit(start + got)) got++;
+  uint64_t got = 0;
+  const uint64_t start = swap_find_run(want, &got);
+  if (start == 0 || (got < want && !lessok)) return 0;
   swap_setbits(start, got, true);
   swap_cursor_ = start + got;
   inc(uvmexp_.swpginuse, static_cast<int64_t>(got));
