@@ -407,8 +407,14 @@ class Uvm {
     std::shared_ptr<Region> region;
     uint64_t idx;  // the page picked; its frame may be freed and reused meanwhile
     vm_page* pg;
+    uint64_t join;  // the page before it that one unmapping call may span to it, or kNoJoin
   };
+  static constexpr uint64_t kNoJoin = UINT64_MAX;
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
+  void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
+                               int* inactive_shortage, std::vector<deact_entry>& batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  static constexpr uint64_t kDeactWindow = 64;  // pages; a power of two, at most kChunkPages
   void uvmpd_dropswap(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   // Clean pages the inactive scan frees, contiguous in one region: held
   // PG_BUSY until their backing is punched out with one call.
@@ -496,6 +502,9 @@ class Uvm {
   // Page queues.
   Mutex pageqlock_ ABSL_ACQUIRED_AFTER(maplock_);
   pglist page_active_ ABSL_GUARDED_BY(pageqlock_);
+  // Activations so far (vm_page::pq_stamp); advanced under pageqlock_, read
+  // without it.
+  std::atomic<uint32_t> act_seq_{0};
   pglist page_inactive_ ABSL_GUARDED_BY(pageqlock_);
 
   // Free frames, and the sleepers on them.

@@ -80,10 +80,23 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
   // alone, so a bad slot fails only the page it holds.
   bool alone = false;
   for (;;) {
-    if (r.dead() || r.poisoned(idx)) {
+    if (r.dead()) {
       // Unmapped under the faulting thread: let it retry and take SIGSEGV.
-      // Poisoned by an earlier fault: let it retry and take SIGBUS.
       pmap_->wake(r, idx);
+      return absl::OkStatus();
+    }
+    if (r.poisoned(idx)) {
+      // Poisoned by an earlier fault: the thread retries and takes SIGBUS.
+      // The mark may be gone (an unmapping call of the page daemon's may
+      // have spanned the page before it was poisoned), so poison it again;
+      // if it is still there, this fault was queued before it.
+      absl::Status st = pmap_->poison(r, idx);
+      if (absl::IsUnavailable(st)) {
+        if (nowait) return kWouldBlock();
+        retry_later(c);
+        continue;
+      }
+      if (!st.ok()) pmap_->wake(r, idx);
       return absl::OkStatus();
     }
     if (!c.ensure_ent()) {

@@ -163,6 +163,8 @@ void Uvm::uvm_pageactivate(vm_page* pg) {
     pg->clearbits(PQ_INACTIVE);
     dec(uvmexp_.inactive);
   }
+  pg->pq_stamp.store(act_seq_.fetch_add(1, std::memory_order_relaxed) + 1,
+                     std::memory_order_relaxed);
   if (f & PQ_ACTIVE) {
     // Already active: move to the tail (most recently used).
     page_active_.remove(pg);

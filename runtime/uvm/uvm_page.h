@@ -45,11 +45,17 @@ struct vm_page {
   uint64_t offset = 0;        // page index in the owner
   vm_page* pq_next = nullptr;
   vm_page* pq_prev = nullptr;
+  // When the page was last put on the active queue's tail (Uvm::act_seq_,
+  // wrapping): its age in the queue, for uvmpd_deactivate_window.
+  std::atomic<uint32_t> pq_stamp{0};
 
   uint32_t flags() const { return pg_flags.load(std::memory_order_acquire); }
   void setbits(uint32_t b) { pg_flags.fetch_or(b, std::memory_order_acq_rel); }
   void clearbits(uint32_t b) { pg_flags.fetch_and(~b, std::memory_order_acq_rel); }
 };
+
+// The memory target: at most 64 bytes per frame.
+static_assert(sizeof(vm_page) <= 64);
 
 // pglist: an intrusive tail queue (UVM's TAILQ of vm_page).  Not locked
 // itself; the owner of the list holds the right lock.

@@ -10,6 +10,9 @@
 // - Pages on the inactive queue are always unmapped from the application
 //   view, so pmap_page_protect(PROT_READ) before a pageout needs no call:
 //   a touch faults and waits on PG_BUSY.
+// - The active scan deactivates a picked page's old neighbours with it
+//   (uvmpd_deactivate_window): each unmapping call is a round trip to the
+//   userfaultfd reader.
 // - The daemon also wakes on a timer, a backstop for lost wakeups.
 #include <errno.h>
 #include <sched.h>
@@ -363,11 +366,11 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
   for (size_t i = 0; i < batch.size();) {
     size_t j = i + 1;
     while (j < batch.size() && batch[j].region == batch[i].region &&
-           batch[j].idx == batch[j - 1].idx + 1) {
+           (batch[j].idx == batch[j - 1].idx + 1 || batch[j].join == batch[j - 1].idx)) {
       j++;
     }
     Region& r = *batch[i].region;
-    pmap_->remove(r, batch[i].idx, j - i);
+    pmap_->remove(r, batch[i].idx, batch[j - 1].idx + 1 - batch[i].idx);
     for (size_t k = i; k < j; k++) {
       vm_page* p = batch[k].pg;
       Chunk& c = r.chunk_of(batch[k].idx);
@@ -384,6 +387,54 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
     i = j;
   }
   batch.clear();
+}
+
+/*
+ * uvmpd_deactivate_window: queue page `p` (at `idx`, just marked PG_DEACT)
+ * for deactivation, with the active pages of its kDeactWindow-page window
+ * that are in the older half of the active queue (by pq_stamp), while
+ * inactive pages are short.  A departure from UVM, which deactivates one
+ * page at a time from the head of the queue: here each unmapping call is a
+ * round trip to the userfaultfd reader, so pages that would reach the head
+ * soon go with their neighbour in one call.  Each entry records the entry
+ * before it that one call may span to: never across a page that stays
+ * mapped, nor across a poisoned one.
+ *
+ * => page daemon; caller holds c.vmobjlock, c == r.chunk_of(idx).
+ */
+void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
+                                  int* inactive_shortage, std::vector<deact_entry>& batch) {
+  const uint64_t w0 = idx & ~(kDeactWindow - 1);
+  const uint64_t w1 = std::min(w0 + kDeactWindow, r.npages());
+  const uint32_t head = p->pq_stamp.load(std::memory_order_relaxed);
+  const uint32_t half = (act_seq_.load(std::memory_order_relaxed) - head) / 2;
+  uint64_t prev = kNoJoin;
+  bool clear = false;  // nothing stays mapped between prev and here
+  for (uint64_t k = w0; k < w1; k++) {
+    const pgent& e = c.ent[k & kChunkMask];
+    if (e.frame == kNoFrame) {
+      // Unmapping would drop a poison mark (uvm_fault poisons again if a
+      // page is poisoned after this look).
+      if (r.poisoned(k)) clear = false;
+      continue;
+    }
+    vm_page* q = &frames_[e.frame];
+    const uint32_t f = q->flags();
+    bool take = q == p;
+    if (!take && *inactive_shortage > 0 && !(f & (PG_BUSY | PG_DEACT)) && (f & PQ_ACTIVE) &&
+        q->pq_stamp.load(std::memory_order_relaxed) - head <= half) {
+      q->setbits(PG_DEACT);
+      (*inactive_shortage)--;
+      take = true;
+    }
+    if (take) {
+      batch.push_back(deact_entry{r.shared_from_this(), k, q, clear ? prev : kNoJoin});
+      prev = k;
+      clear = true;
+    } else if ((f & PQ_ACTIVE) && !(f & (PG_BUSY | PG_DEACT))) {
+      clear = false;  // mapped, and stays so
+    }
+  }
 }
 
 void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
@@ -421,8 +472,8 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
         p->setbits(PG_DEACT);
         // Not dead under the owner lock: uao_detach's caller still holds
         // the region, and now so does the batch.
-        batch.push_back(deact_entry{r->shared_from_this(), idx, p});
         inactive_shortage--;
+        uvmpd_deactivate_window(c, *r, idx, p, &inactive_shortage, batch);
       }
     }
     c.vmobjlock.Unlock();
