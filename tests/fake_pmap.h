@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -240,6 +241,16 @@ class FakePmap final : public uvm::Pmap {
   std::vector<Call> calls() const {
     uvmrt::MutexLock l(&mu_);
     return calls_;
+  }
+  // The ranges (idx, n) of the calls of one kind, after the first `skip` of
+  // them, in order.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges(Kind k, int skip = 0) const {
+    uvmrt::MutexLock l(&mu_);
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const Call& c : calls_) {
+      if (c.kind == k && skip-- <= 0) out.emplace_back(c.idx, c.n);
+    }
+    return out;
   }
   void set_hook(std::function<void(const Call&)> hook) {
     uvmrt::MutexLock l(&mu_);

@@ -478,12 +478,8 @@ TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   EXPECT_EQ(uvm_->exp().pddeact.load(), 5);
   EXPECT_EQ(Offsets(UvmTestPeer::WalkInactive(*uvm_).pages),
             (std::vector<uint64_t>{10, 11, 40, 50, 55}));
-  std::vector<std::pair<uint64_t, uint64_t>> calls;
-  for (const FakePmap::Call& c : pmap_.calls()) {
-    if (c.kind == FakePmap::kRemove) calls.emplace_back(c.idx, c.n);
-  }
-  calls.erase(calls.begin(), calls.begin() + removes);
-  EXPECT_EQ(calls, (std::vector<std::pair<uint64_t, uint64_t>>{{10, 2}, {40, 16}}));
+  EXPECT_EQ(pmap_.ranges(FakePmap::kRemove, removes),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{10, 2}, {40, 16}}));
   for (uint64_t i = 20; i < 25; i++) {
     EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
     EXPECT_TRUE(Flags(*r, i) & PQ_ACTIVE) << "page " << i;
@@ -505,12 +501,8 @@ TEST_F(PdaemonTest, ActiveScanDoesNotUnmapAcrossAPoisonedPage) {
 
   UvmTestPeer::ScanActive(*uvm_, 2, 0);
 
-  std::vector<std::pair<uint64_t, uint64_t>> calls;
-  for (const FakePmap::Call& c : pmap_.calls()) {
-    if (c.kind == FakePmap::kRemove) calls.emplace_back(c.idx, c.n);
-  }
-  calls.erase(calls.begin(), calls.begin() + removes);
-  EXPECT_EQ(calls, (std::vector<std::pair<uint64_t, uint64_t>>{{40, 1}, {50, 1}}));
+  EXPECT_EQ(pmap_.ranges(FakePmap::kRemove, removes),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{40, 1}, {50, 1}}));
   ExpectConsistent();
 }
 
@@ -570,9 +562,8 @@ TEST_F(PdaemonTest, BatchUnmapsOnlyThePagesItPicked) {
 
   // One call may span pages that had no frame when they were picked (11..29,
   // uvmpd_deactivate_window), never a page outside them.
-  for (const FakePmap::Call& c : pmap_.calls()) {
-    if (c.kind != FakePmap::kRemove) continue;
-    for (uint64_t i = c.idx; i < c.idx + c.n; i++) {
+  for (const auto& [idx, n] : pmap_.ranges(FakePmap::kRemove)) {
+    for (uint64_t i = idx; i < idx + n; i++) {
       EXPECT_TRUE(i >= 10 && i <= 31)
           << "the scan unmapped page " << i << ", which it never picked";
     }

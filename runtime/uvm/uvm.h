@@ -76,9 +76,11 @@ struct uvm_params {
 
 // The bounce pages a runtime keeps out of a budget of `budget_pages`: a
 // sixteenth, at most 2 MiB (four 128-page reads in flight).
-inline uint64_t bounce_pages_for(uint64_t budget_pages) {
+constexpr uint64_t bounce_pages_for(uint64_t budget_pages) {
   return std::min<uint64_t>(512, budget_pages / 16);
 }
+// A full read-ahead window fits the most bounce pages a runtime has.
+static_assert((kReadAheadRuns + 1) * (kNormalFaultAhead + 1) == bounce_pages_for(UINT64_MAX));
 
 // The runtime's inactive target: an eighth of the queued pages, where UVM
 // keeps a third.  UVM's inactive pages cost nothing when touched (the

@@ -163,8 +163,10 @@ void Uvm::uvm_pageactivate(vm_page* pg) {
     pg->clearbits(PQ_INACTIVE);
     dec(uvmexp_.inactive);
   }
-  pg->pq_stamp.store(act_seq_.fetch_add(1, std::memory_order_relaxed) + 1,
-                     std::memory_order_relaxed);
+  // act_seq_ only advances here, under pageqlock_: no atomic increment.
+  const uint32_t seq = act_seq_.load(std::memory_order_relaxed) + 1;
+  act_seq_.store(seq, std::memory_order_relaxed);
+  pg->pq_stamp.store(seq, std::memory_order_relaxed);
   if (f & PQ_ACTIVE) {
     // Already active: move to the tail (most recently used).
     page_active_.remove(pg);

@@ -420,8 +420,10 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
     }
     vm_page* q = &frames_[e.frame];
     const uint32_t f = q->flags();
+    // Active and neither paging nor being deactivated: mapped.
+    const bool mapped = (f & PQ_ACTIVE) && !(f & (PG_BUSY | PG_DEACT));
     bool take = q == p;
-    if (!take && *inactive_shortage > 0 && !(f & (PG_BUSY | PG_DEACT)) && (f & PQ_ACTIVE) &&
+    if (!take && mapped && *inactive_shortage > 0 &&
         q->pq_stamp.load(std::memory_order_relaxed) - head <= half) {
       q->setbits(PG_DEACT);
       (*inactive_shortage)--;
@@ -431,8 +433,8 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
       batch.push_back(deact_entry{r.shared_from_this(), k, q, clear ? prev : kNoJoin});
       prev = k;
       clear = true;
-    } else if ((f & PQ_ACTIVE) && !(f & (PG_BUSY | PG_DEACT))) {
-      clear = false;  // mapped, and stays so
+    } else if (mapped) {
+      clear = false;  // and stays so
     }
   }
 }
