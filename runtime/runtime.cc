@@ -293,6 +293,8 @@ void RuntimeImpl::reader_loop() {
         logger()->error("uvmrt: userfaultfd reader: reading the stop event: {}", strerror(errno));
       }
     }
+    // Woken only by swap-in reads completing: no message to read.
+    if (fds[0].revents == 0 && !stop) continue;
     if (pmap->sigbus()) event_epoch.fetch_add(1);  // odd: a batch in progress
     for (;;) {
       ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));

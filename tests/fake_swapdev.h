@@ -56,7 +56,8 @@ class FakeSwapDev final : public io::SwapDev {
     uint64_t slot = 0;
     int npages = 0;
     void* cookie = nullptr;
-    std::string data;  // npages * kPage bytes, copied at submit time
+    std::string data;                  // npages * kPage bytes, copied at submit time
+    std::vector<const void*> sources;  // where each page was written from
 
     const char* page(int i) const { return data.data() + static_cast<size_t>(i) * kPage; }
   };
@@ -87,6 +88,7 @@ class FakeSwapDev final : public io::SwapDev {
     for (int i = 0; i < iovcnt; i++) {
       if (iov[i].iov_len != kPage) ADD_FAILURE() << "FakeSwapDev: iov " << i << " is not a page";
       w.data.append(static_cast<const char*>(iov[i].iov_base), kPage);
+      w.sources.push_back(iov[i].iov_base);
     }
     submitted_.push_back(w);
     pending_.push_back(std::move(w));

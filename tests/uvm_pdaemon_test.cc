@@ -795,6 +795,55 @@ TEST_F(PdaemonTest, ClusterShrinksToTheLongestFreeRun) {
   ExpectConsistent();
 }
 
+// A cluster that is not one long run is copied into bounce pages and
+// written from there (uvm_swap_writepages): freed later one or a few pages
+// at a time, its pages must not be mapped in the direct view.  Writes hold
+// at most half of the bounce pages; the next cluster is written from its
+// frames.  The data is the pages' either way, and a completed write gives
+// its bounce pages back.
+TEST_F(PdaemonTest, ShortClustersAreWrittenFromBouncePages) {
+  bounce_pages_ = 16;
+  std::shared_ptr<Region> r = Scene(8, 64);
+  uvm_->uvmpd_pass();
+  uvm_->uvmpd_pass();
+
+  const std::vector<FakeSwapDev::Write> w = dev_->submitted();
+  ASSERT_EQ(w.size(), 2u);
+  ExpectWrite(w[0], 1, *r, Range(0, 8));
+  ExpectWrite(w[1], 9, *r, Range(8, 8));
+  const char* b = static_cast<const char*>(w[0].sources[0]);
+  for (int i = 0; i < 8; i++) {
+    EXPECT_EQ(w[0].sources[i], b + i * PAGE_SIZE) << "page " << i << " not from bounce page " << i;
+    EXPECT_NE(w[0].sources[i], pmap_.direct(*r, i)) << "page " << i << " written from its frame";
+    EXPECT_EQ(w[1].sources[i], pmap_.direct(*r, 8 + i))
+        << "page " << 8 + i << ": writes took more than half of the bounce pages";
+  }
+  EXPECT_EQ(uvm_->uvm_swap_allocpages(16), nullptr) << "the first write holds 8 bounce pages";
+  CompleteWrites();
+  char* all = uvm_->uvm_swap_allocpages(16);
+  EXPECT_NE(all, nullptr) << "a completed write kept its bounce pages";
+  uvm_->uvm_swap_freepages(all, 16);
+  ExpectConsistent();
+}
+
+// A cluster that is one run of kWriteFromFramesRun pages is written from its
+// frames: it is freed later in one punch.
+TEST_F(PdaemonTest, LongRunClustersAreWrittenFromTheFrames) {
+  bounce_pages_ = 64;
+  std::shared_ptr<Region> r = Scene(kWriteFromFramesRun, 64);
+  uvm_->uvmpd_pass();
+  uvm_->uvmpd_pass();
+
+  const std::vector<FakeSwapDev::Write> w = dev_->submitted();
+  ASSERT_EQ(w.size(), 1u);
+  ExpectWrite(w[0], 1, *r, Range(0, kWriteFromFramesRun));
+  for (int i = 0; i < kWriteFromFramesRun; i++) {
+    EXPECT_EQ(w[0].sources[i], pmap_.direct(*r, i)) << "page " << i;
+  }
+  CompleteWrites();
+  ExpectConsistent();
+}
+
 // ---- 9. swapcluster_flush: transient submit failure ----
 
 // SubmitWrite says Unavailable (queue full): the cluster is dropped, its slots

@@ -89,6 +89,7 @@ void Uvm::uvm_aio_aiodone(swapio* io, int64_t result) {
       uvm_swap_markbad(slot, io->npages);
     }
   }
+  uvm_swap_freewritepages(io);
   dec(uvmexp_.paging, io->npages);
   delete io;
   // wake the daemon if memory is short, else the frame waiters.

@@ -90,6 +90,10 @@ static_assert((kReadAheadRuns + 1) * (kNormalFaultAhead + 1) == bounce_pages_for
 // (docs/performance.md).
 inline constexpr int kInactargDiv = 8;
 
+// A cluster that is one run of at least this many pages is written from its
+// frames; any other from bounce pages (uvm_swap_writepages).
+inline constexpr int kWriteFromFramesRun = 16;
+
 // A cluster being built by the page daemon (OpenBSD's struct swapcluster).
 struct swapcluster {
   int swc_slot = 0;
@@ -104,6 +108,7 @@ struct swapio {
   int npages;
   std::vector<vm_page*> pages;
   std::vector<iovec> iov;
+  char* bounce = nullptr;  // written from these npages bounce pages, else from the frames
 };
 
 // One asynchronous swap-in read in flight: the fault-around run of pages
@@ -361,6 +366,13 @@ class Uvm {
   // => any thread; bounce_lock_ is a leaf.
   char* uvm_swap_allocpages(uint64_t n) ABSL_LOCKS_EXCLUDED(bounce_lock_);
   void uvm_swap_freepages(char* p, uint64_t n) ABSL_LOCKS_EXCLUDED(bounce_lock_);
+  // The bounce pages a cluster write of pages[0..npages) was copied into,
+  // or null: write from the frames.  uvm_swap_freewritepages gives them back.
+  // => page daemon; the pages are PG_BUSY.
+  char* uvm_swap_writepages(vm_page* const* pages, int npages) ABSL_LOCKS_EXCLUDED(bounce_lock_);
+  // => aiodone once the write completed, or the page daemon if it never
+  //    started.
+  void uvm_swap_freewritepages(swapio* io) ABSL_LOCKS_EXCLUDED(bounce_lock_);
 
   // uvm_swap_dropcluster: finishes a cluster (seed 000).  On success marks
   // the pages clean; on error resets each page's slot.  Un-busies the pages.
@@ -495,6 +507,8 @@ class Uvm {
   bool is_swapin_reaper() const;
   std::function<void(deferred_fault)> defer_fault_;
   std::atomic<int64_t> swapins_pending_{0};
+  // Bounce pages held by cluster writes (at most half of them).
+  std::atomic<int64_t> bounce_writing_{0};
 
   // Regions (UVM's vm_map, reduced to a table of objects).
   RwMutex maplock_;

@@ -93,6 +93,14 @@ class Pmap {
     std::memcpy(direct(r, idx), src, n << PAGE_SHIFT);
   }
 
+  // Copies the backing pages of [idx, idx+n) to dst without mapping them
+  // anywhere.  False if it could not.
+  // => caller holds the pages PG_BUSY.
+  virtual bool read_run(const Region& r, uint64_t idx, uint64_t n, char* dst) {
+    std::memcpy(dst, direct(r, idx), n << PAGE_SHIFT);
+    return true;
+  }
+
   // pmap_page_protect(PROT_NONE) on [idx, idx+n): the pages stay resident
   // in the backing object.  A later touch takes a fault (the reference bit).
   // => caller holds the owner lock of every page in the range.

@@ -314,6 +314,22 @@ void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* 
   if (off < len) std::memcpy(direct(r, idx) + off, src + off, len - off);
 }
 
+// A read of the memfd copies the pages out of the page cache and maps none.
+bool UffdPmap::read_run(const Region& r, uint64_t idx, uint64_t n, char* dst) {
+  const uint64_t len = n << PAGE_SHIFT;
+  uint64_t off = 0;
+  while (off < len) {
+    const ssize_t got = pread(memfd_, dst + off, len - off,
+                              static_cast<off_t>(((r.pgoff() + idx) << PAGE_SHIFT) + off));
+    if (got > 0) {
+      off += static_cast<uint64_t>(got);
+    } else if (!(got < 0 && errno == EINTR)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // UFFDIO_COPY allocates each page, copies it and maps it in one call: no
 // fault in the direct view, and no clearing of a page about to be
 // overwritten.  What it did not place goes in unmapped, with place_run.

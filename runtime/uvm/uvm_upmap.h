@@ -47,6 +47,7 @@ class UffdPmap final : public Pmap {
   absl::Status copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
                         bool wp) override;
   void place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) override;
+  bool read_run(const Region& r, uint64_t idx, uint64_t n, char* dst) override;
   void remove(const Region& r, uint64_t idx, uint64_t n) override;
   absl::Status unprotect(const Region& r, uint64_t idx) override;
   void release(const Region& r, uint64_t idx, uint64_t n) override;
