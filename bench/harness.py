@@ -190,13 +190,22 @@ def host_swaps():
     return out
 
 
-def busy_cpu_seconds():
-    """CPU time the whole host has spent busy so far (from /proc/stat)."""
+def cpu_ticks():
+    """The host's CPU time so far, in ticks (from /proc/stat): user nice system
+    idle iowait irq softirq steal ..."""
     f = read_text("/proc/stat").splitlines()[0].split()
-    # user nice system idle iowait irq softirq steal ...
-    ticks = [int(x) for x in f[1:]]
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    return [int(x) for x in f[1:]] + [0] * 8
+
+
+def busy_cpu_seconds():
+    """CPU time the whole host has spent running tasks so far."""
+    ticks = cpu_ticks()
+    return (sum(ticks[:7]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_cpu_seconds():
+    """CPU time the hypervisor has taken from this guest so far (steal)."""
+    return cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_seconds():
@@ -494,6 +503,7 @@ class Harness:
         self.latency_runs = []
         self.fio = {}
         self.last_other_cpus = 0.0
+        self.last_steal_cpus = 0.0
         self.kswap_limit = args.budget
         self.overhead = None
         self.step = 0
@@ -552,6 +562,7 @@ class Harness:
         lines = []
         raw = []
         t0, busy0, own0 = time.time(), busy_cpu_seconds(), children_cpu_seconds()
+        steal0 = steal_cpu_seconds()
         self.child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             for line in self.child.stdout:
@@ -574,6 +585,8 @@ class Harness:
             wall = time.time() - t0
             other = (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - own0)
             self.last_other_cpus = max(0.0, other / wall) if wall > 0 else 0.0
+            steal = steal_cpu_seconds() - steal0
+            self.last_steal_cpus = max(0.0, steal / wall) if wall > 0 else 0.0
         finally:
             if self.child.poll() is None:
                 self.child.kill()
@@ -707,6 +720,7 @@ class Harness:
             "other": [r for r in lines if r.get("type") in ("prepare", "verify", "done", "config")],
             "cgroup": cgstats,
             "other_cpus": round(self.last_other_cpus, 3),
+            "steal_cpus": round(self.last_steal_cpus, 3),
         })
         if oom:
             if attempt < MAX_ATTEMPTS:
@@ -1035,6 +1049,13 @@ class Harness:
                 "other processes kept the CPUs busy during %d of %d runs (up to %.1f CPUs on average "
                 "during %s): those times are disturbed; rerun on an idle host"
                 % (len(busy), len(self.runs), max(busy)[0], max(busy)[1]))
+        stolen = [(r["steal_cpus"], "%s rep %d" % (SYSTEM_NAMES[r["system"]], r["rep"]))
+                  for r in self.runs if r.get("steal_cpus", 0) > BUSY_CPUS]
+        if stolen:
+            self.notes.append(
+                "the hypervisor took CPU time from this VM (steal) during %d of %d runs (up to %.1f "
+                "CPUs on average during %s): those times are disturbed; rerun when the host is quieter"
+                % (len(stolen), len(self.runs), max(stolen)[0], max(stolen)[1]))
         for run in self.runs:
             if not run["ok"]:
                 continue
