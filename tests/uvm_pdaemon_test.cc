@@ -181,6 +181,12 @@ class PdaemonTest : public ::testing::Test {
   bool Holds(Region& r, uint64_t idx, uint64_t salt = 0) {
     return std::memcmp(pmap_.direct(r, idx), Pattern(idx, salt).data(), PAGE_SIZE) == 0;
   }
+  // All n bounce pages are free: none is kept by a finished read or write.
+  void ExpectBouncePagesFree(uint64_t n, const char* what) {
+    char* all = uvm_->uvm_swap_allocpages(n);
+    EXPECT_NE(all, nullptr) << what;
+    if (all != nullptr) uvm_->uvm_swap_freepages(all, n);
+  }
   bool Poisoned(Region& r, uint64_t idx) {
     const std::string poison(PAGE_SIZE, static_cast<char>(FakePmap::kPoisonByte));
     return std::memcmp(pmap_.direct(r, idx), poison.data(), PAGE_SIZE) == 0;
@@ -820,9 +826,7 @@ TEST_F(PdaemonTest, ShortClustersAreWrittenFromBouncePages) {
   }
   EXPECT_EQ(uvm_->uvm_swap_allocpages(16), nullptr) << "the first write holds 8 bounce pages";
   CompleteWrites();
-  char* all = uvm_->uvm_swap_allocpages(16);
-  EXPECT_NE(all, nullptr) << "a completed write kept its bounce pages";
-  uvm_->uvm_swap_freepages(all, 16);
+  ExpectBouncePagesFree(16, "a completed write kept its bounce pages");
   ExpectConsistent();
 }
 
@@ -1434,9 +1438,7 @@ TEST_F(PdaemonTest, FaultAroundSwapsInThroughBouncePages) {
     EXPECT_EQ(Flags(*r, i) & (PQ_ACTIVE | PG_CLEAN | PG_BUSY), PQ_ACTIVE | PG_CLEAN) << i;
     EXPECT_TRUE(pmap_.write_protected(*r, i)) << "page " << i;
   }
-  char* all = uvm_->uvm_swap_allocpages(16);
-  EXPECT_NE(all, nullptr) << "the swap-in kept its bounce pages";
-  uvm_->uvm_swap_freepages(all, 16);
+  ExpectBouncePagesFree(16, "the swap-in kept its bounce pages");
   ExpectConsistent();
 }
 

@@ -18,6 +18,23 @@ namespace uvmrt::uvm {
 
 namespace {
 
+// Repeats a read or write (`op(done)` transfers from byte `done` on) until
+// `len` bytes are done, through short transfers and EINTR.  Returns the
+// bytes done: fewer on an error.
+template <typename Op>
+uint64_t whole_transfer(uint64_t len, Op op) {
+  uint64_t off = 0;
+  while (off < len) {
+    const ssize_t k = op(off);
+    if (k > 0) {
+      off += static_cast<uint64_t>(k);
+    } else if (!(k < 0 && errno == EINTR)) {
+      break;
+    }
+  }
+  return off;
+}
+
 // The backing object's size: the address space all regions share.  It is
 // sparse; a smaller size is tried where the address space is scarce (for
 // example under ThreadSanitizer).
@@ -297,18 +314,10 @@ void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* 
   // A write to the memfd allocates the pages without clearing them, and
   // maps none.
   const uint64_t len = n << PAGE_SHIFT;
-  uint64_t off = 0;
-  while (off < len) {
-    const ssize_t w = pwrite(memfd_, src + off, len - off,
-                             static_cast<off_t>(((r.pgoff() + idx) << PAGE_SHIFT) + off));
-    if (w > 0) {
-      off += static_cast<uint64_t>(w);
-    } else if (w < 0 && errno == EINTR) {
-      continue;
-    } else {
-      break;
-    }
-  }
+  const off_t at = static_cast<off_t>((r.pgoff() + idx) << PAGE_SHIFT);
+  const uint64_t off = whole_transfer(len, [&](uint64_t o) {
+    return pwrite(memfd_, src + o, len - o, at + static_cast<off_t>(o));
+  });
   // What could not be written (no memory for it) goes in through the direct
   // view, as a read into the frames would.
   if (off < len) std::memcpy(direct(r, idx) + off, src + off, len - off);
@@ -317,17 +326,10 @@ void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* 
 // A read of the memfd copies the pages out of the page cache and maps none.
 bool UffdPmap::read_run(const Region& r, uint64_t idx, uint64_t n, char* dst) {
   const uint64_t len = n << PAGE_SHIFT;
-  uint64_t off = 0;
-  while (off < len) {
-    const ssize_t got = pread(memfd_, dst + off, len - off,
-                              static_cast<off_t>(((r.pgoff() + idx) << PAGE_SHIFT) + off));
-    if (got > 0) {
-      off += static_cast<uint64_t>(got);
-    } else if (!(got < 0 && errno == EINTR)) {
-      return false;
-    }
-  }
-  return true;
+  const off_t at = static_cast<off_t>((r.pgoff() + idx) << PAGE_SHIFT);
+  return whole_transfer(len, [&](uint64_t o) {
+           return pread(memfd_, dst + o, len - o, at + static_cast<off_t>(o));
+         }) == len;
 }
 
 // UFFDIO_COPY allocates each page, copies it and maps it in one call: no
