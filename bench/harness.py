@@ -190,22 +190,14 @@ def host_swaps():
     return out
 
 
-def cpu_ticks():
-    """The host's CPU time so far, in ticks (from /proc/stat): user nice system
-    idle iowait irq softirq steal ..."""
+def host_cpu_seconds():
+    """(busy, steal): CPU time the whole host has spent running tasks so far,
+    and the time the hypervisor has taken from this guest (from /proc/stat)."""
     f = read_text("/proc/stat").splitlines()[0].split()
-    return [int(x) for x in f[1:]] + [0] * 8
-
-
-def busy_cpu_seconds():
-    """CPU time the whole host has spent running tasks so far."""
-    ticks = cpu_ticks()
-    return (sum(ticks[:7]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def steal_cpu_seconds():
-    """CPU time the hypervisor has taken from this guest so far (steal)."""
-    return cpu_ticks()[7] / os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal ...
+    ticks = [int(x) for x in f[1:]] + [0] * 8
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:7]) - ticks[3] - ticks[4]) / hz, ticks[7] / hz
 
 
 def children_cpu_seconds():
@@ -561,8 +553,7 @@ class Harness:
             cmd = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroup.procs_file()] + cmd
         lines = []
         raw = []
-        t0, busy0, own0 = time.time(), busy_cpu_seconds(), children_cpu_seconds()
-        steal0 = steal_cpu_seconds()
+        (busy0, steal0), t0, own0 = host_cpu_seconds(), time.time(), children_cpu_seconds()
         self.child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             for line in self.child.stdout:
@@ -583,10 +574,10 @@ class Harness:
                         % (rec["case"], rec["p50_us"], rec["p99_us"], rec["samples"]))
             rc = self.child.wait()
             wall = time.time() - t0
-            other = (busy_cpu_seconds() - busy0) - (children_cpu_seconds() - own0)
+            busy1, steal1 = host_cpu_seconds()
+            other = (busy1 - busy0) - (children_cpu_seconds() - own0)
             self.last_other_cpus = max(0.0, other / wall) if wall > 0 else 0.0
-            steal = steal_cpu_seconds() - steal0
-            self.last_steal_cpus = max(0.0, steal / wall) if wall > 0 else 0.0
+            self.last_steal_cpus = max(0.0, (steal1 - steal0) / wall) if wall > 0 else 0.0
         finally:
             if self.child.poll() is None:
                 self.child.kill()

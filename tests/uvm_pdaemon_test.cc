@@ -809,9 +809,7 @@ TEST_F(PdaemonTest, ClusterShrinksToTheLongestFreeRun) {
 // its bounce pages back.
 TEST_F(PdaemonTest, ShortClustersAreWrittenFromBouncePages) {
   bounce_pages_ = 16;
-  std::shared_ptr<Region> r = Scene(8, 64);
-  uvm_->uvmpd_pass();
-  uvm_->uvmpd_pass();
+  std::shared_ptr<Region> r = SceneWithWritesInFlight(8, 64);
 
   const std::vector<FakeSwapDev::Write> w = dev_->submitted();
   ASSERT_EQ(w.size(), 2u);
@@ -834,9 +832,7 @@ TEST_F(PdaemonTest, ShortClustersAreWrittenFromBouncePages) {
 // frames: it is freed later in one punch.
 TEST_F(PdaemonTest, LongRunClustersAreWrittenFromTheFrames) {
   bounce_pages_ = 64;
-  std::shared_ptr<Region> r = Scene(kWriteFromFramesRun, 64);
-  uvm_->uvmpd_pass();
-  uvm_->uvmpd_pass();
+  std::shared_ptr<Region> r = SceneWithWritesInFlight(kWriteFromFramesRun, 64);
 
   const std::vector<FakeSwapDev::Write> w = dev_->submitted();
   ASSERT_EQ(w.size(), 1u);

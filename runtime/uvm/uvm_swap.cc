@@ -266,17 +266,16 @@ char* Uvm::uvm_swap_writepages(vm_page* const* pages, int npages) {
   if (bounce_writing_.load(std::memory_order_relaxed) + npages > limit) return nullptr;
   char* b = uvm_swap_allocpages(static_cast<uint64_t>(npages));
   if (b == nullptr) return nullptr;
-  bounce_writing_.fetch_add(npages, std::memory_order_relaxed);
   for (int i = 0; i < npages;) {
     const int n = run_length(pages, i, npages);
     if (!pmap_->read_run(*pages[i]->uobject, pages[i]->offset, static_cast<uint64_t>(n),
                          b + (static_cast<uint64_t>(i) << PAGE_SHIFT))) {
       uvm_swap_freepages(b, static_cast<uint64_t>(npages));
-      bounce_writing_.fetch_sub(npages, std::memory_order_relaxed);
       return nullptr;
     }
     i += n;
   }
+  bounce_writing_.fetch_add(npages, std::memory_order_relaxed);
   return b;
 }
 
