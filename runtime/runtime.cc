@@ -365,7 +365,7 @@ void RuntimeImpl::worker_loop() {
     absl::Status st;
     if (!w.failed.empty()) {
       st = uvm->uvm_fault_readerr(*w.region, w.idx, w.slot, absl::DataLossError(w.failed));
-    } else if (w.n > 1 || w.readahead) {
+    } else if (w.map || w.readahead) {
       st = uvm->uvm_fault_maprun(*w.region, w.idx, w.n, w.access, w.readahead);
     } else {
       st = uvm->uvm_fault(*w.region, w.idx, w.access);

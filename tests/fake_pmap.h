@@ -6,7 +6,9 @@
 // The fake keeps, per page, the application view's state: mapped or not,
 // write-protected or not, poisoned or not; and counts every call by kind.
 //   - zerofill memsets the page to 0 and maps it writable;
-//   - enter maps it (write-protected if asked); remove and release unmap it;
+//   - enter maps it (write-protected if asked), or fails as a mapping call
+//     does while a userfaultfd event is unread (FailNextEnters); remove and
+//     release unmap it;
 //   - release fills the page with kPoisonByte, as a hole punch loses the
 //     data: a test notices stale data being read back after a free.  A new
 //     region's buffer starts out filled with kPoisonByte for the same reason.
@@ -133,15 +135,20 @@ class FakePmap final : public uvm::Pmap {
   }
 
   absl::Status enter(const uvm::Region& r, uint64_t idx, bool wp) override {
+    bool fail = false;
     {
       uvmrt::MutexLock l(&mu_);
       PageState* p = app_page(r, idx, "enter");
-      if (p != nullptr) {
+      if (fail_enters_ > 0) {
+        fail_enters_--;
+        fail = true;
+      } else if (p != nullptr) {
         p->mapped = true;
         p->wp = wp;
       }
     }
     record({kEnter, &r, idx, 1, wp});
+    if (fail) return absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
     return absl::OkStatus();
   }
 
@@ -252,6 +259,12 @@ class FakePmap final : public uvm::Pmap {
     }
     return out;
   }
+  // The next n enter calls map nothing and return Unavailable, as mapping
+  // calls do while a userfaultfd event is unread.
+  void FailNextEnters(int n) {
+    uvmrt::MutexLock l(&mu_);
+    fail_enters_ = n;
+  }
   void set_hook(std::function<void(const Call&)> hook) {
     uvmrt::MutexLock l(&mu_);
     hook_ = std::move(hook);
@@ -307,6 +320,7 @@ class FakePmap final : public uvm::Pmap {
   uint64_t page_counts_[kNumKinds] ABSL_GUARDED_BY(mu_) = {};
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
   std::function<void(const Call&)> hook_ ABSL_GUARDED_BY(mu_);
+  int fail_enters_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace uvmrt::testing

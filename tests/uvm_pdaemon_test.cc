@@ -1196,6 +1196,26 @@ TEST_F(PdaemonTest, SwapInRestoresDataCleanAndWriteProtected) {
   ExpectConsistent();
 }
 
+// A swap-in whose mapping meets an unread userfaultfd event maps its page
+// once the event is read: one swap-in fault, not a reactivation besides.
+TEST_F(PdaemonTest, SwapInMappedAfterAnEventIsOneFault) {
+  std::shared_ptr<Region> r = SceneEvicted();
+  const int64_t faults = uvm_->exp().faults.load();
+  const int64_t react = uvm_->exp().flt_react.load();
+  pmap_.FailNextEnters(2);
+  Fault(*r, 3, FAULT_READ);
+
+  EXPECT_EQ(pmap_.count(FakePmap::kEnter), 3) << "two refused mappings, then one";
+  EXPECT_EQ(uvm_->exp().faults.load(), faults + 1);
+  EXPECT_EQ(uvm_->exp().flt_swapin.load(), 1);
+  EXPECT_EQ(uvm_->exp().flt_react.load(), react);
+  EXPECT_EQ(dev_->read_calls(), 1);
+  EXPECT_TRUE(Holds(*r, 3));
+  EXPECT_TRUE(pmap_.mapped(*r, 3));
+  EXPECT_TRUE(pmap_.write_protected(*r, 3));
+  ExpectConsistent();
+}
+
 // A write fault on a swapped-out page makes it dirty at once (writable).
 TEST_F(PdaemonTest, SwapInForWriteIsDirty) {
   std::shared_ptr<Region> r = SceneEvicted();

@@ -133,6 +133,7 @@ void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
     d.n = retry == SWAPIN_RETRY_MAP ? io->n : 1;
     d.access = io->write ? FAULT_WRITE : FAULT_READ;
     d.readahead = io->readahead;
+    d.map = retry == SWAPIN_RETRY_MAP;
     d.slot = io->slot0;
     if (retry == SWAPIN_FAILED) d.failed = std::string(st.message());
     defer_fault_(std::move(d));

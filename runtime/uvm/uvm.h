@@ -129,7 +129,7 @@ struct swapin_io {
 
 // A fault for a fault-handler thread (one that may wait): fault on idx; or,
 // for a swap-in whose completion could not finish it, map the run of n pages
-// at idx (n > 1 or `readahead`), which the swap-in left resident but unmapped
+// at idx (`map` or `readahead`), which the swap-in left resident but unmapped
 // (an event was unread), and fault again on idx if it is not among them; or,
 // if `failed` is not empty, the read of the page's own slot `slot` failed,
 // and the page is to be poisoned.  A read-ahead run has no faulting thread.
@@ -139,6 +139,9 @@ struct deferred_fault {
   uint64_t n = 1;
   fault_access access = FAULT_READ;
   bool readahead = false;
+  // SWAPIN_RETRY_MAP: the pages are resident; only map them
+  // (uvm_fault_maprun), as part of the fault that read them.
+  bool map = false;
   uint32_t slot = 0;
   // The failed read's error message.  A string, not an absl::Status: a
   // status's shared representation must not be released on two threads

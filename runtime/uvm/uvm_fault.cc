@@ -79,6 +79,9 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
   // After a failed read of a fault-around run, the faulting page is retried
   // alone, so a bad slot fails only the page it holds.
   bool alone = false;
+  // The swap-in read its pages but could not map them (an event was
+  // unread): the next round maps them, as part of this fault.
+  bool remap = false;
   for (;;) {
     if (r.dead()) {
       // Unmapped under the faulting thread: let it retry and take SIGSEGV.
@@ -148,11 +151,12 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
         uao_dropswap(c, idx);
       }
       pg->setbits(PG_PMAP_REF);
-      inc(uvmexp_.flt_react);
+      // A swap-in mapped late (an event was unread) is not a reactivation.
+      if (!remap) inc(uvmexp_.flt_react);
       const bool wp = (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
       absl::Status st = pmap_->enter(r, idx, wp);
       if (absl::IsUnavailable(st)) {
-        dec(uvmexp_.flt_react);
+        if (!remap) dec(uvmexp_.flt_react);
         if (nowait) return kWouldBlock();
         retry_later(c);
         continue;
@@ -222,6 +226,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     }
     if (retry == SWAPIN_RETRY_MAP) {
       // The pages are resident and consistent; map them on the next round.
+      remap = true;
       retry_later(c);
       continue;
     }
