@@ -41,6 +41,7 @@ class RuntimeImpl final : public internal::InThreadFaults {
   void handle_msg(const uffd_msg& m);
   void dispatch_fault(const uffd_msg& m);
   void defer_fault(uvm::deferred_fault d);
+  bool hand_off_swapin(uvm::swapin_io* io, int64_t result);
   void worker_loop();
   void drain_faults();
   bool signal_reader(int phase);
@@ -57,11 +58,13 @@ class RuntimeImpl final : public internal::InThreadFaults {
   // Faults that wait (busy pages, no free frame, swap-ins that cannot be
   // started asynchronously) and faults the swap-in completion defers, for
   // the workers.  A fault the reader hands over is a deferred_fault of one
-  // page with no failure.
+  // page with no failure.  Completed read-ahead reads the reader hands over
+  // (hand_off_swapin) go to the front.
   Mutex work_lock;
   std::deque<uvm::deferred_fault> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
   int busy_workers ABSL_GUARDED_BY(work_lock) = 0;
+  int nworkers = 0;  // set before any thread starts
   // Destroy: 1 = the reader drains the userfaultfd and goes on; 2 = it
   // drains and exits.  `drained` says phase 1 is done.
   std::atomic<int> stop_phase{0};
@@ -171,13 +174,16 @@ absl::Status RuntimeImpl::Init(const Options& o, const internal::SwapDevWrapper&
   params.inactarg_div = uvm::kInactargDiv;
   stats = uvm::UvmexpChannel::Create();
   uvm = std::make_unique<uvm::Uvm>(params, pmap.get(), dev.get(), stats->exp());
-  uvm->uvm_enable_async_swapin([this](uvm::deferred_fault d) { defer_fault(std::move(d)); });
+  uvm->uvm_enable_async_swapin(
+      [this](uvm::deferred_fault d) { defer_fault(std::move(d)); },
+      [this](uvm::swapin_io* io, int64_t result) { return hand_off_swapin(io, result); });
   if (o.in_thread_faults) {
     absl::StatusOr<int> slot = internal::inthread_attach(this);
     if (!slot.ok()) return slot.status();
     inthread_slot = *slot;
   }
 
+  nworkers = o.fault_threads;
   stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopfd < 0) return absl::InternalError("uvmrt: eventfd failed");
   pagedaemon = std::thread([this] {
@@ -253,6 +259,24 @@ void RuntimeImpl::defer_fault(uvm::deferred_fault d) {
   }
   work.push_back(std::move(d));
   work_cv.Signal();
+}
+
+// Hands a completed read-ahead read to an idle worker, which maps its run:
+// the copy (UFFDIO_COPY, about 3 us a page) is most of a completion's cost,
+// and the reader meanwhile reads faults and starts reads.  Only to an idle
+// worker, and ahead of the queued faults: a busy worker may be waiting for
+// these very pages, so the completion must never queue behind it.  Returns
+// false if no worker is idle; the reader finishes the read itself.
+// => the reader (Uvm::uvm_swapin_reap); holds no lock.
+bool RuntimeImpl::hand_off_swapin(uvm::swapin_io* io, int64_t result) {
+  MutexLock l(&work_lock);
+  if (stopping_workers || busy_workers >= nworkers) return false;
+  uvm::deferred_fault d;
+  d.done = io;
+  d.result = result;
+  work.push_front(std::move(d));
+  work_cv.Signal();
+  return true;
 }
 
 // The userfaultfd reader: reads fault messages and events, resolves what
@@ -363,7 +387,9 @@ void RuntimeImpl::worker_loop() {
       busy_workers++;
     }
     absl::Status st;
-    if (!w.failed.empty()) {
+    if (w.done != nullptr) {
+      uvm->uvm_aio_swapin_done(w.done, w.result);  // never waits
+    } else if (!w.failed.empty()) {
       st = uvm->uvm_fault_readerr(*w.region, w.idx, w.slot, absl::DataLossError(w.failed));
     } else if (w.map || w.readahead) {
       st = uvm->uvm_fault_maprun(*w.region, w.idx, w.n, w.access, w.readahead);

@@ -3,6 +3,8 @@
 // memory reads zero, and clean pages are evicted without being written.
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <thread>
 #include <vector>
@@ -207,6 +209,54 @@ TEST(ReadAhead, SequentialReadBackReadsAheadAndStaysCorrect) {
   }
   EXPECT_LT(faults, swapins / (2 * run))
       << swapins << " pages swapped in by " << faults << " faults";
+}
+
+// Sequential read-backs on several threads with a single fault worker.
+// The reader hands completed read-ahead reads to an idle worker; the one
+// worker is often busy waiting for the pages of a read-ahead run still in
+// flight, whose completion must then not wait behind it.  A hang here is a
+// completion queued behind the fault that waits for it.
+TEST(ReadAhead, ConcurrentReadBacksWithOneFaultWorker) {
+  const size_t budget = size_t{16} << 20;
+  Options o = test_options(budget);
+  o.fault_threads = 1;
+  const std::unique_ptr<Runtime> rt = make_runtime(o);
+  const uint64_t npages = 4 * budget / kPage;
+  auto m = rt->Map(npages * kPage);
+  ASSERT_TRUE(m.ok()) << m.status();
+  char* base = static_cast<char*>(*m);
+  for (uint64_t p = 0; p < npages; p++) fill_page(base + p * kPage, p, 3);
+
+  constexpr int kThreads = 4;
+  constexpr int kPasses = 3;
+  std::atomic<int64_t> bad{-1};
+  std::atomic<int> finished{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      const uint64_t lo = npages * t / kThreads, hi = npages * (t + 1) / kThreads;
+      for (int pass = 0; pass < kPasses; pass++) {
+        for (uint64_t p = lo; p < hi; p++) {
+          if (check_page(base + p * kPage, p, 3) != -1) bad.store(static_cast<int64_t>(p));
+        }
+      }
+      finished++;
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (finished.load() < kThreads && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (finished.load() < kThreads) {
+    // The readers are stuck in page faults and cannot be joined.
+    ADD_FAILURE() << "sequential read-backs hung with one fault worker";
+    std::fflush(nullptr);
+    std::abort();
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(bad.load(), -1) << "page " << bad.load() << " holds the wrong data";
+  const Stats s = rt->GetStats();
+  EXPECT_GT(s.pgswapin, static_cast<int64_t>(npages)) << "little was read from swap";
 }
 
 }  // namespace

@@ -147,6 +147,10 @@ struct deferred_fault {
   // status's shared representation must not be released on two threads
   // (the prebuilt abseil is not visible to ThreadSanitizer).
   std::string failed;
+  // Or, if set: a completed read-ahead read to finish
+  // (uvm_aio_swapin_done), with its result.
+  swapin_io* done = nullptr;
+  int64_t result = 0;
 };
 
 // Unmaps the bounce pages.
@@ -249,9 +253,13 @@ class Uvm {
   // uvm_aio_swapin_done maps the pages when the read completes (on the
   // reader, see uvm_swapin_reaper, or else on aiodone).  What it cannot
   // finish without waiting goes to `defer`, which hands it to a thread that
-  // may wait.  Only on devices with asynchronous reads.
+  // may wait.  `hand_off`, if given, may take a completed read-ahead read
+  // to finish on another thread (uvm_aio_swapin_done there), or return
+  // false to leave it to the reaper.  Only on devices with asynchronous
+  // reads.
   // => before the first fault.
-  void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer);
+  void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer,
+                               std::function<bool(swapin_io*, int64_t)> hand_off = nullptr);
 
   // Makes the calling thread reap the asynchronous swap-ins it starts
   // (SwapDev::TakeReadCompletions).  Returns the descriptor that polls
@@ -397,8 +405,8 @@ class Uvm {
   // resident and are mapped, which wakes the faulting thread.  Never waits:
   // what would wait is deferred.
   // => the thread that reaps swap-in reads: the userfaultfd reader, which
-  //    submitted them (SwapDev::TakeReadCompletions), or else aiodone; holds
-  //    no lock.
+  //    submitted them (SwapDev::TakeReadCompletions), or else aiodone; or a
+  //    fault worker the reader handed a read-ahead read to; holds no lock.
   void uvm_aio_swapin_done(swapin_io* io, int64_t result);
 
   // ---- lifecycle ----
@@ -509,6 +517,7 @@ class Uvm {
   // True on the thread uvm_swapin_reaper made the reaper.
   bool is_swapin_reaper() const;
   std::function<void(deferred_fault)> defer_fault_;
+  std::function<bool(swapin_io*, int64_t)> hand_off_;
   std::atomic<int64_t> swapins_pending_{0};
   // Bounce pages held by cluster writes (at most half of them).
   std::atomic<int64_t> bounce_writing_{0};

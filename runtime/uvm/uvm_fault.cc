@@ -530,9 +530,11 @@ absl::Status Uvm::uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uin
 
 namespace uvmrt::uvm {
 
-void Uvm::uvm_enable_async_swapin(std::function<void(deferred_fault)> defer) {
+void Uvm::uvm_enable_async_swapin(std::function<void(deferred_fault)> defer,
+                                  std::function<bool(swapin_io*, int64_t)> hand_off) {
   if (!dev_->async_reads()) return;
   defer_fault_ = std::move(defer);
+  hand_off_ = std::move(hand_off);
   async_swapin_ = true;
 }
 
@@ -555,7 +557,12 @@ void Uvm::uvm_swapin_reap() {
   std::vector<io::Completion> done;
   dev_->ReapReads(&done);
   for (const io::Completion& c : done) {
-    uvm_aio_swapin_done(static_cast<swapin_io*>(c.cookie), c.result);
+    swapin_io* io = static_cast<swapin_io*>(c.cookie);
+    // A read-ahead run was read for no faulting thread: mapping it (its
+    // copy, most of a completion's cost) may go to another thread, so that
+    // the reaper goes on reading faults and starting reads.
+    if (io->readahead && hand_off_ && hand_off_(io, c.result)) continue;
+    uvm_aio_swapin_done(io, c.result);
   }
 }
 
