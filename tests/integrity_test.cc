@@ -3,13 +3,12 @@
 // memory reads zero, and clean pages are evicted without being written.
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/faulty_swapdev.h"
 #include "tests/test_util.h"
 #include "uvm/uvm.h"
 
@@ -230,30 +229,26 @@ TEST(ReadAhead, ConcurrentReadBacksWithOneFaultWorker) {
   constexpr int kThreads = 4;
   constexpr int kPasses = 3;
   std::atomic<int64_t> bad{-1};
-  std::atomic<int> finished{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; t++) {
-    threads.emplace_back([&, t] {
-      const uint64_t lo = npages * t / kThreads, hi = npages * (t + 1) / kThreads;
-      for (int pass = 0; pass < kPasses; pass++) {
-        for (uint64_t p = lo; p < hi; p++) {
-          if (check_page(base + p * kPage, p, 3) != -1) bad.store(static_cast<int64_t>(p));
+  RunWithWatchdog(
+      std::chrono::seconds(120),
+      [&] {
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; t++) {
+          threads.emplace_back([&, t] {
+            const uint64_t lo = npages * t / kThreads, hi = npages * (t + 1) / kThreads;
+            for (int pass = 0; pass < kPasses; pass++) {
+              for (uint64_t p = lo; p < hi; p++) {
+                if (check_page(base + p * kPage, p, 3) != -1) bad.store(static_cast<int64_t>(p));
+              }
+            }
+          });
         }
-      }
-      finished++;
-    });
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (finished.load() < kThreads && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (finished.load() < kThreads) {
-    // The readers are stuck in page faults and cannot be joined.
-    ADD_FAILURE() << "sequential read-backs hung with one fault worker";
-    std::fflush(nullptr);
-    std::abort();
-  }
-  for (std::thread& t : threads) t.join();
+        for (std::thread& t : threads) t.join();
+      },
+      [&] {
+        return "sequential read-backs hung with one fault worker; stats: " +
+               StatsString(rt->GetStats());
+      });
   EXPECT_EQ(bad.load(), -1) << "page " << bad.load() << " holds the wrong data";
   const Stats s = rt->GetStats();
   EXPECT_GT(s.pgswapin, static_cast<int64_t>(npages)) << "little was read from swap";
