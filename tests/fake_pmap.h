@@ -6,9 +6,9 @@
 // The fake keeps, per page, the application view's state: mapped or not,
 // write-protected or not, poisoned or not; and counts every call by kind.
 //   - zerofill memsets the page to 0 and maps it writable;
-//   - enter maps it (write-protected if asked), or fails as a mapping call
-//     does while a userfaultfd event is unread (FailNextEnters); remove and
-//     release unmap it;
+//   - enter maps it (write-protected if asked); enter and zerofill fail as
+//     mapping calls do while a userfaultfd event is unread
+//     (FailNextMappings); remove and release unmap it;
 //   - release fills the page with kPoisonByte, as a hole punch loses the
 //     data: a test notices stale data being read back after a free.  A new
 //     region's buffer starts out filled with kPoisonByte for the same reason.
@@ -153,16 +153,21 @@ class FakePmap final : public uvm::Pmap {
   }
 
   absl::Status zerofill(const uvm::Region& r, uint64_t idx) override {
+    bool fail = false;
     {
       uvmrt::MutexLock l(&mu_);
       PageState* p = app_page(r, idx, "zerofill");
-      if (p != nullptr) {
+      if (fail_enters_ > 0) {
+        fail_enters_--;
+        fail = true;
+      } else if (p != nullptr) {
         std::memset(view(r)->mem.get() + idx * uvm::PAGE_SIZE, 0, uvm::PAGE_SIZE);
         p->mapped = true;
         p->wp = false;
       }
     }
     record({kZerofill, &r, idx, 1, false});
+    if (fail) return absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
     return absl::OkStatus();
   }
 
@@ -259,9 +264,9 @@ class FakePmap final : public uvm::Pmap {
     }
     return out;
   }
-  // The next n enter calls map nothing and return Unavailable, as mapping
-  // calls do while a userfaultfd event is unread.
-  void FailNextEnters(int n) {
+  // The next n mapping calls (enter, zerofill) map nothing and return
+  // Unavailable, as they do while a userfaultfd event is unread.
+  void FailNextMappings(int n) {
     uvmrt::MutexLock l(&mu_);
     fail_enters_ = n;
   }

@@ -1202,7 +1202,7 @@ TEST_F(PdaemonTest, SwapInMappedAfterAnEventIsOneFault) {
   std::shared_ptr<Region> r = SceneEvicted();
   const int64_t faults = uvm_->exp().faults.load();
   const int64_t react = uvm_->exp().flt_react.load();
-  pmap_.FailNextEnters(2);
+  pmap_.FailNextMappings(2);
   Fault(*r, 3, FAULT_READ);
 
   EXPECT_EQ(pmap_.count(FakePmap::kEnter), 3) << "two refused mappings, then one";
@@ -1410,6 +1410,50 @@ TEST_F(PdaemonTest, FaultAroundZeroFillsARun) {
     EXPECT_EQ(Entry(*r, i).frame != kNoFrame, in_run) << "page " << i;
     if (!in_run) continue;
     EXPECT_EQ(Flags(*r, i) & (PQ_ACTIVE | PG_CLEAN), PQ_ACTIVE) << "page " << i;
+    EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
+    EXPECT_EQ(std::string(pmap_.direct(*r, i), PAGE_SIZE), std::string(PAGE_SIZE, '\0'));
+  }
+  ExpectConsistent();
+}
+
+// With normal advice, a fault close after the last one is sequential access:
+// it zero-fills kMaxFaultAhead following pages (a whole run needs no bounce
+// pages), while a fault elsewhere fills its page alone.
+TEST_F(PdaemonTest, NormalAdviceZeroFillsLongRunsOnSequentialAccess) {
+  constexpr uint64_t kRun = kMaxFaultAhead + 1;
+  Init(4 * kRun, 8, 64);
+  std::shared_ptr<Region> r = Map(3 * kRun);
+  Fault(*r, 0, FAULT_WRITE);
+  EXPECT_EQ(uvm_->exp().flt_around.load(), 0) << "the first fault has no history";
+  Fault(*r, 1, FAULT_WRITE);
+  EXPECT_EQ(uvm_->exp().flt_around.load(), static_cast<int64_t>(kMaxFaultAhead));
+  for (uint64_t i = 0; i < 2 * kRun; i++) {
+    EXPECT_EQ(pmap_.mapped(*r, i), i <= kRun) << "page " << i;
+  }
+  Fault(*r, 2 * kRun + 20, FAULT_WRITE);  // far ahead: not sequential
+  EXPECT_EQ(uvm_->exp().flt_zfill.load(), 3);
+  EXPECT_EQ(uvm_->exp().flt_around.load(), static_cast<int64_t>(kMaxFaultAhead));
+  ExpectConsistent();
+}
+
+// A zero-fill run refused for an unread event gives its frames back without
+// punching them: the refused call created no backing page.  The fault then
+// fills the run on its next round.
+TEST_F(PdaemonTest, ZeroFillRefusedForAnEventPunchesNothing) {
+  constexpr uint64_t kRun = kMaxFaultAhead + 1;
+  Init(2 * kRun, 8, 64);
+  std::shared_ptr<Region> r = Map(kRun);
+  r->set_advice(Region::ADV_SEQUENTIAL);
+  pmap_.FailNextMappings(1);
+  Fault(*r, 0, FAULT_WRITE);
+
+  EXPECT_EQ(pmap_.count(FakePmap::kRelease), 0) << "frames of unfilled pages punched";
+  EXPECT_EQ(pmap_.count(FakePmap::kZerofill), static_cast<int>(kRun + 1))
+      << "one refused call, then the run";
+  EXPECT_EQ(uvm_->exp().flt_zfill.load(), 1);
+  EXPECT_EQ(uvm_->exp().flt_around.load(), static_cast<int64_t>(kMaxFaultAhead));
+  EXPECT_EQ(uvm_->exp().free.load(), static_cast<int64_t>(kRun));
+  for (uint64_t i = 0; i < kRun; i++) {
     EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
     EXPECT_EQ(std::string(pmap_.direct(*r, i), PAGE_SIZE), std::string(PAGE_SIZE, '\0'));
   }

@@ -50,7 +50,9 @@ inline constexpr int UVMPD_NUMDIRTYREACTS = 16;
 
 // Fault-around: the most pages one fault brings in after the faulting one
 // (UVM's nforw), with sequential advice, and with normal advice on
-// sequential access.
+// sequential access.  A zero-fill run takes the larger number either way:
+// it needs no bounce pages, and a first pass then pays half the round
+// trips.  A swap-in run keeps the smaller one, of which read-ahead is built.
 inline constexpr uint64_t kMaxFaultAhead = 127;
 inline constexpr uint64_t kNormalFaultAhead = 63;
 // Read-ahead: runs read asynchronously after a sequential swap-in run.  With
@@ -462,7 +464,7 @@ class Uvm {
   std::vector<std::shared_ptr<Region>> regions_overlapping(uintptr_t start, uintptr_t end)
       ABSL_LOCKS_EXCLUDED(maplock_);
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
-  uint64_t fault_ahead(const Region& r, uint64_t idx) const;
+  uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
   absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,

@@ -13,7 +13,7 @@
 
 namespace uvmrt::uvm {
 
-uint64_t Uvm::fault_ahead(const Region& r, uint64_t idx) const {
+uint64_t Uvm::fault_ahead(const Region& r, uint64_t idx, bool zerofill) const {
   switch (r.get_advice()) {
     case Region::ADV_RANDOM:
       return 0;
@@ -25,7 +25,8 @@ uint64_t Uvm::fault_ahead(const Region& r, uint64_t idx) const {
   // Normal: look ahead only when this fault follows the last one closely,
   // as a sequential reader's (or several interleaved readers') would.
   const uint64_t last = r.last_fault();
-  return (idx > last && idx - last <= 8) ? kNormalFaultAhead : 0;
+  if (idx <= last || idx - last > 8) return 0;
+  return zerofill ? kMaxFaultAhead : kNormalFaultAhead;
 }
 
 namespace {
@@ -195,8 +196,8 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     // serves a run.  They take free frames only; none is waited for.
     vm_page* run[kMaxFaultAhead + 1];
     run[0] = pg;
-    const uint64_t ahead = alone ? 0 : fault_ahead(r, idx);
     const uint32_t slot0 = e.swslot;
+    const uint64_t ahead = alone ? 0 : fault_ahead(r, idx, slot0 == 0);
     const uint64_t n =
         1 + uvm_fault_gather(r, c, idx + 1, slot0 == 0 ? 0 : slot0 + 1, ahead, run + 1);
     r.set_last_fault(idx + n - 1);
@@ -294,11 +295,20 @@ absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page*
   }
   uint64_t done = 0;
   absl::Status st = pmap_->zerofill_run(r, idx, n, &done);
-  if (absl::IsUnavailable(st)) done = 0;
-  // Pages not filled give their frames back.
+  // Pages not filled give their frames back.  Refused for an unread event
+  // (Unavailable), the call created no page, so there is nothing to punch:
+  // a punch of absent pages still walks every mapping of the range, and
+  // this happens for whole runs whenever the daemon's unmapping is unread.
+  // Stopped part way, the call removed the page it could not map, but the
+  // range is punched once anyway, so the budget holds whatever stopped it.
+  if (absl::IsUnavailable(st)) {
+    done = 0;
+  } else if (done < n) {
+    pmap_->release(r, idx + done, n - done);
+  }
   for (uint64_t i = done; i < n; i++) {
     c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
-    uvm_pagefree(run[i]);
+    uvm_pagefree(run[i], /*release_backing=*/false);
   }
   dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max<uint64_t>(done, 1)));
   if (absl::IsUnavailable(st)) dec(uvmexp_.flt_zfill);
