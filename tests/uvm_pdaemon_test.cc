@@ -1436,6 +1436,51 @@ TEST_F(PdaemonTest, NormalAdviceZeroFillsLongRunsOnSequentialAccess) {
   ExpectConsistent();
 }
 
+// Zero-fill ahead: a sequential zero-fill fault handled by the reader
+// (uvm_fault_try) also fills the run after the next unfilled page; the
+// fault on that page, the mark, fills the next run ahead, and so on, a run
+// ahead cut at the end of a chunk going on in the next one.  A fault that
+// may wait (a worker's, or in-thread) fills nothing ahead.
+TEST_F(PdaemonTest, ReaderZeroFillsAheadOfASequentialFirstTouch) {
+  constexpr uint64_t kRun = kMaxFaultAhead + 1;
+  static_assert(4 * kRun == kChunkPages);
+  Init(10 * kRun, 8, 64);
+  std::shared_ptr<Region> r = Map(6 * kRun);
+  auto try_fault = [&](uint64_t idx) {
+    absl::Status st;
+    ASSERT_TRUE(uvm_->uvm_fault_try(*r, idx, FAULT_WRITE, &st)) << "page " << idx;
+    ASSERT_TRUE(st.ok()) << st;
+  };
+  // Pages [from, to) are mapped, and page `to` is not.
+  auto expect_run = [&](uint64_t from, uint64_t to) {
+    for (uint64_t i = from; i < to; i++) EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
+    EXPECT_FALSE(pmap_.mapped(*r, to)) << "page " << to;
+  };
+  try_fault(0);  // no history: the page alone, nothing ahead
+  expect_run(0, 1);
+  try_fault(1);  // sequential: a full run, and the run after the mark
+  expect_run(1, kRun + 1);
+  expect_run(kRun + 2, 2 * kRun + 1);
+  try_fault(kRun + 1);  // the mark: the page alone, and the next run ahead
+  expect_run(2 * kRun + 2, 3 * kRun + 1);
+  try_fault(2 * kRun + 1);  // a run ahead cut at the chunk's end
+  expect_run(3 * kRun + 2, 4 * kRun);
+  try_fault(3 * kRun + 1);  // the next mark is the next chunk's first page
+  expect_run(4 * kRun + 1, 5 * kRun);
+  try_fault(4 * kRun);  // the run ahead ends with the region
+  EXPECT_FALSE(pmap_.mapped(*r, 5 * kRun));
+  for (uint64_t i = 5 * kRun + 1; i < 6 * kRun; i++) EXPECT_TRUE(pmap_.mapped(*r, i)) << i;
+  EXPECT_EQ(uvm_->exp().flt_zfill.load(), 6);
+  EXPECT_EQ(uvm_->exp().flt_around.load(), static_cast<int64_t>(6 * kMaxFaultAhead - 1));
+
+  // A fault that may wait fills nothing ahead.
+  std::shared_ptr<Region> r2 = Map(2 * kRun);
+  Fault(*r2, 0, FAULT_WRITE);
+  Fault(*r2, 1, FAULT_WRITE);
+  for (uint64_t i = 0; i < 2 * kRun; i++) EXPECT_EQ(pmap_.mapped(*r2, i), i <= kRun) << i;
+  ExpectConsistent();
+}
+
 // A zero-fill run refused for an unread event gives its frames back without
 // punching them: the refused call created no backing page.  The fault then
 // fills the run on its next round.

@@ -247,7 +247,8 @@ class Uvm {
 
   // uvm_fault_try: as uvm_fault, but only if it needs no waiting (no busy
   // page, no swap-in, a free frame).  Returns false, having done nothing, if
-  // the fault would wait; *st is the outcome otherwise.
+  // the fault would wait; *st is the outcome otherwise.  After a sequential
+  // zero-fill it fills the run after the next page too (zero-fill ahead).
   // => the userfaultfd reader, which must never wait; holds no lock.
   bool uvm_fault_try(Region& r, uint64_t idx, fault_access access, absl::Status* st);
 
@@ -467,6 +468,10 @@ class Uvm {
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
+  void uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  void uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
                                   uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE, SWAPIN_FAILED };

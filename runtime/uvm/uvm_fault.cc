@@ -209,6 +209,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
         retry_later(c);
         continue;
       }
+      if (st.ok() && nowait && ahead == kMaxFaultAhead) uvm_fault_zerofill_ahead(r, c, idx);
       return st;
     }
     if (nowait) {
@@ -277,6 +278,55 @@ void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, 
     if (got < n) return;
     idx += got;
     slot += static_cast<uint32_t>(got);
+  }
+}
+
+// Zero-fill ahead, after a sequential zero-fill fault at idx whose run is
+// mapped (its thread woken): the reader, which never waits, fills the run
+// after the next unfilled page too, while the application writes this
+// one.  That page, the mark, is left untouched: the application's fault on
+// it, a one-page run whose neighbours are filled, fills the next run ahead,
+// as Linux's PG_readahead starts the next read-ahead window.
+// Never-touched pages with free frames only; in the next chunk only if
+// its lock is free (two owner locks have no order).
+// => the userfaultfd reader; caller holds c.vmobjlock, c == r.chunk_of(idx).
+void Uvm::uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx) {
+  // The mark: the first page after idx without a frame, at most a run on
+  // and at most the end of the chunk: the end of this fault's run, or of
+  // the run filled ahead of it.
+  const uint64_t limit = std::min({r.npages(), (idx | kChunkMask) + 1, idx + kMaxFaultAhead + 1});
+  uint64_t mark = idx + 1;
+  while (mark < limit && c.ent[mark & kChunkMask].frame != kNoFrame) mark++;
+  const uint64_t start = mark + 1;
+  if (start >= r.npages()) return;
+  Chunk& c2 = r.chunk_of(start);
+  if (&c2 == &c) {
+    uvm_fault_zerofill_run_ahead(r, c, start);
+  } else if (c2.vmobjlock.TryLock()) {
+    uvm_fault_zerofill_run_ahead(r, c2, start);
+    c2.vmobjlock.Unlock();
+  }
+}
+
+// The run ahead itself: up to kMaxFaultAhead pages from start.
+// => caller holds c.vmobjlock, c == r.chunk_of(start).
+void Uvm::uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start) {
+  if (!c.ensure_ent() || r.poisoned(start)) return;
+  pgent& e = c.ent[start & kChunkMask];
+  if (e.frame != kNoFrame || e.swslot != 0) return;
+  vm_page* run[kMaxFaultAhead];
+  run[0] = uvm_pagealloc(&r, start);
+  if (run[0] == nullptr) return;
+  e.frame = frame_index(run[0]);
+  run[0]->setbits(PQ_SWAPBACKED);
+  const uint64_t n = 1 + uvm_fault_gather(r, c, start + 1, 0, kMaxFaultAhead - 1, run + 1);
+  // The next mark's fault follows the last one closely: sequential.
+  r.set_last_fault(start - 2);
+  absl::Status st = uvm_fault_zerofill(r, c, start, run, n);
+  if (!absl::IsUnavailable(st)) {
+    // No thread faulted here: every page counts as fault-around.
+    dec(uvmexp_.flt_zfill);
+    inc(uvmexp_.flt_around);
   }
 }
 
