@@ -67,7 +67,7 @@ typedef struct uvmrt_stats {
   int64_t flt_zfill;      /* zero-fill on first touch */
   int64_t flt_swapin;     /* faults served from swap */
   int64_t flt_react;      /* resident but unmapped page, remapped */
-  int64_t flt_around;     /* extra pages brought in by fault-around and read-ahead */
+  int64_t flt_around;     /* extra pages brought in by fault-around, read-ahead, zero-fill ahead */
   int64_t flt_wp;         /* first write to a clean page */
   int64_t flt_busywait;   /* waits on a busy page (PG_WANTED) */
   int64_t flt_uvmwait;    /* uvm_wait: no free frame */
