@@ -6,7 +6,8 @@
 // The fake keeps, per page, the application view's state: mapped or not,
 // write-protected or not, poisoned or not; and counts every call by kind.
 //   - zerofill memsets the page to 0 and maps it writable;
-//   - enter maps it (write-protected if asked); enter and zerofill fail as
+//   - enter maps it (write-protected if asked), enter_prefix a run up to
+//     the first page mapped already; enter and zerofill fail as
 //     mapping calls do while a userfaultfd event is unread
 //     (FailNextMappings); remove and release unmap it;
 //   - release fills the page with kPoisonByte, as a hole punch loses the
@@ -52,6 +53,7 @@ class FakePmap final : public uvm::Pmap {
     kDestroyView,
     kFreeRange,
     kEnter,
+    kEnterPrefix,
     kZerofill,
     kRemove,
     kUnprotect,
@@ -150,6 +152,25 @@ class FakePmap final : public uvm::Pmap {
     record({kEnter, &r, idx, 1, wp});
     if (fail) return absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
     return absl::OkStatus();
+  }
+
+  // Maps up to the first page mapped already, as UFFDIO_CONTINUE stops at
+  // it; nothing while a mapping call would be refused.
+  uint64_t enter_prefix(const uvm::Region& r, uint64_t idx, uint64_t n, bool wp) override {
+    uint64_t done = 0;
+    {
+      uvmrt::MutexLock l(&mu_);
+      if (fail_enters_ == 0) {
+        for (; done < n; done++) {
+          PageState* p = app_page(r, idx + done, "enter_prefix");
+          if (p == nullptr || p->mapped) break;
+          p->mapped = true;
+          p->wp = wp;
+        }
+      }
+    }
+    record({kEnterPrefix, &r, idx, n, wp});
+    return done;
   }
 
   absl::Status zerofill(const uvm::Region& r, uint64_t idx) override {

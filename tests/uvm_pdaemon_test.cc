@@ -1216,6 +1216,33 @@ TEST_F(PdaemonTest, SwapInMappedAfterAnEventIsOneFault) {
   ExpectConsistent();
 }
 
+// A swap-in run whose mapping met an unread event is placed unmapped; the
+// fault that maps its page once the event is read maps the rest of the run
+// with it (fault-around of resident pages), so a sequential reader does not
+// fault on each page.
+TEST_F(PdaemonTest, RunLeftUnmappedByAnEventIsMappedWithTheFaultingPage) {
+  std::shared_ptr<Region> r = SceneEvicted();  // 0..15 in slots 1..16
+  r->set_advice(Region::ADV_SEQUENTIAL);
+  pmap_.FailNextMappings(1);
+  Fault(*r, 0, FAULT_READ);
+
+  EXPECT_EQ(dev_->read_calls(), 1);
+  EXPECT_EQ(uvm_->exp().flt_swapin.load(), 1);
+  EXPECT_EQ(uvm_->exp().flt_react.load(), 0);
+  EXPECT_EQ(pmap_.count(FakePmap::kEnterPrefix), 1);
+  for (uint64_t i = 0; i < 16; i++) {
+    EXPECT_TRUE(Holds(*r, i)) << "page " << i;
+    EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
+    EXPECT_TRUE(pmap_.write_protected(*r, i)) << "page " << i;
+  }
+  // A fault on a page whose neighbours are mapped maps nothing more.
+  pmap_.remove(*r, 5, 1);
+  Fault(*r, 5, FAULT_READ);
+  EXPECT_EQ(pmap_.count(FakePmap::kEnterPrefix), 2);
+  EXPECT_EQ(pmap_.pages(FakePmap::kEnterPrefix), 15u + 10u) << "tried 6..15";
+  ExpectConsistent();
+}
+
 // A write fault on a swapped-out page makes it dirty at once (writable).
 TEST_F(PdaemonTest, SwapInForWriteIsDirty) {
   std::shared_ptr<Region> r = SceneEvicted();

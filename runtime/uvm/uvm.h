@@ -468,6 +468,8 @@ class Uvm {
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
+  void uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start)

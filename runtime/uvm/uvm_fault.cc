@@ -162,6 +162,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
         retry_later(c);
         continue;
       }
+      if (st.ok()) uvm_fault_maparound(r, c, idx, wp);
       return st;
     }
 
@@ -279,6 +280,30 @@ void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, 
     idx += got;
     slot += static_cast<uint32_t>(got);
   }
+}
+
+// Fault-around for a resident page, as UVM's fault maps the resident
+// neighbours it finds: after the page at idx is mapped, the following pages
+// of its chunk that are resident, idle and active but not mapped are mapped
+// with it, up to the first one mapped already.  Such pages are a swap-in
+// run whose mapping met an unread event, placed in the backing object until
+// a worker maps it: a sequential reader would otherwise fault on each.
+// Pages being deactivated, or inactive, stay unmapped.
+// => caller holds c.vmobjlock, c == r.chunk_of(idx).
+void Uvm::uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp) {
+  const uint64_t end = std::min({r.npages(), (idx | kChunkMask) + 1, idx + 1 + kNormalFaultAhead});
+  const bool track = pmap_->tracks_modify();
+  uint64_t j = idx + 1;
+  for (; j < end; j++) {
+    const pgent& e = c.ent[j & kChunkMask];
+    if (e.frame == kNoFrame) break;
+    const uint32_t f = frames_[e.frame].flags();
+    if ((f & (PG_BUSY | PG_DEACT)) || !(f & PQ_ACTIVE)) break;
+    if ((track && (f & PG_CLEAN)) != wp) break;
+  }
+  // Not counted in flt_around: the pages came in with the fault that read
+  // them.
+  if (j > idx + 1) pmap_->enter_prefix(r, idx + 1, j - idx - 1, wp);
 }
 
 // Zero-fill ahead, after a sequential zero-fill fault at idx whose run is

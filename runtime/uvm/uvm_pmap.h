@@ -64,6 +64,14 @@ class Pmap {
     }
     return absl::OkStatus();
   }
+  // Maps the resident pages [idx, idx+n) as enter_run does, but only up to
+  // the first one that is mapped already or cannot be mapped now; returns
+  // how many it mapped.  This one maps none.
+  // => caller holds the owner lock of every page in the run.
+  virtual uint64_t enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp) {
+    (void)r, (void)idx, (void)n, (void)wp;
+    return 0;
+  }
   virtual absl::Status zerofill_run(const Region& r, uint64_t idx, uint64_t n, uint64_t* done) {
     *done = 0;
     for (uint64_t i = 0; i < n; i++) {

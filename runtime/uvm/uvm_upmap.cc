@@ -310,6 +310,17 @@ absl::Status UffdPmap::enter_run(const Region& r, uint64_t idx, uint64_t n, bool
   return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
 }
 
+uint64_t UffdPmap::enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp) {
+  uffdio_continue c{};
+  c.range.start = r.addr(idx);
+  c.range.len = n << PAGE_SHIFT;
+  c.mode = wp ? UFFDIO_CONTINUE_MODE_WP : 0;
+  if (ioctl(uffd_, UFFDIO_CONTINUE, &c) == 0) return n;
+  // EEXIST at a page mapped already, EAGAIN for an unread event: what was
+  // mapped before it stays mapped (and its threads woken).
+  return c.mapped > 0 ? static_cast<uint64_t>(c.mapped) >> PAGE_SHIFT : 0;
+}
+
 void UffdPmap::place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) {
   // A write to the memfd allocates the pages without clearing them, and
   // maps none.

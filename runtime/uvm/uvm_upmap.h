@@ -43,6 +43,7 @@ class UffdPmap final : public Pmap {
   absl::Status enter(const Region& r, uint64_t idx, bool wp) override;
   absl::Status zerofill(const Region& r, uint64_t idx) override;
   absl::Status enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp) override;
+  uint64_t enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp) override;
   absl::Status zerofill_run(const Region& r, uint64_t idx, uint64_t n, uint64_t* done) override;
   absl::Status copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
                         bool wp) override;
