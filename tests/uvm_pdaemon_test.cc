@@ -422,8 +422,8 @@ TEST_F(PdaemonTest, ScansSkipForeignMarkersAndLeaveNoneBehind) {
 }
 
 // The active scan drops pageqlock around each page, and unmaps the pages it
-// picked in batches of 64 with no lock held; pages next to its marker may be
-// dequeued or requeued meanwhile.  Here, while the first batch (0..63) is
+// picked in batches (here of 64 pages) with no lock held; pages next to its
+// marker may be dequeued or requeued meanwhile.  Here, while the first batch (0..63) is
 // being unmapped, "another thread" deactivates page 64 and moves page 65 to
 // the tail: the scan must go on with page 66 (a saved next pointer would
 // follow page 64 onto the inactive queue and stop there).
@@ -432,6 +432,7 @@ TEST_F(PdaemonTest, ActiveScanSurvivesPagesMovedMidScan) {
   std::shared_ptr<Region> r = Map(200);
   r->set_advice(Region::ADV_RANDOM);
   for (uint64_t i = 0; i < 200; i++) Fault(*r, i, FAULT_WRITE);
+  UvmTestPeer::SetDeactivationBatch(*uvm_, 64);
   bool fired = false;
   pmap_.set_hook([&](const FakePmap::Call& c) {
     if (c.kind != FakePmap::kRemove || fired) return;
@@ -460,6 +461,22 @@ TEST_F(PdaemonTest, ActiveScanSurvivesPagesMovedMidScan) {
   EXPECT_TRUE(Flags(*r, 65) & PQ_ACTIVE);
   EXPECT_EQ(UvmTestPeer::WalkActive(*uvm_).pages.back()->offset, 65u);
   for (uint64_t i = 66; i < 72; i++) EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i;
+  ExpectConsistent();
+}
+
+// Pages deactivated in a row, as after sequential access, are unmapped with
+// one call, not one per 64-page window: a batch closes at 64 calls or 512
+// pages.
+TEST_F(PdaemonTest, ActiveScanUnmapsARunOfWindowsInOneCall) {
+  Init(1024, 8, 64);
+  std::shared_ptr<Region> r = Map(600);
+  r->set_advice(Region::ADV_RANDOM);
+  for (uint64_t i = 0; i < 600; i++) Fault(*r, i, FAULT_WRITE);
+  UvmTestPeer::ScanActive(*uvm_, 256, 0);
+  EXPECT_EQ(pmap_.ranges(FakePmap::kRemove),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{0, 256}}));
+  EXPECT_EQ(uvm_->exp().pddeact.load(), 256);
+  for (uint64_t i = 0; i < 600; i++) EXPECT_EQ(pmap_.mapped(*r, i), i >= 256) << "page " << i;
   ExpectConsistent();
 }
 

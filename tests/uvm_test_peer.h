@@ -110,6 +110,7 @@ class UvmTestPeer {
     u.uvm_pagedeactivate(pg);
   }
 
+  static void SetDeactivationBatch(Uvm& u, size_t pages) { u.deact_pages_ = pages; }
   static void ScanActive(Uvm& u, int inactive_shortage, int swap_shortage) {
     u.uvmpd_scan_active(inactive_shortage, swap_shortage);
   }

@@ -438,11 +438,17 @@ class Uvm {
     uint64_t join;  // the page before it that one unmapping call may span to it, or kNoJoin
   };
   static constexpr uint64_t kNoJoin = UINT64_MAX;
+  // One unmapping call may cover entry b right after entry a.
+  static bool uvmpd_deactivate_joins(const deact_entry& a, const deact_entry& b) {
+    return b.region == a.region && (b.idx == a.idx + 1 || b.join == a.idx);
+  }
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
                                int* inactive_shortage, std::vector<deact_entry>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   static constexpr uint64_t kDeactWindow = 64;  // pages; a power of two, at most kChunkPages
+  // The most pages the active scan unmaps in one batch (uvmpd_scan_active).
+  size_t deact_pages_ = 512;
   void uvmpd_dropswap(Chunk& c, vm_page* pg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   // Clean pages the inactive scan frees, contiguous in one region: held
   // PG_BUSY until their backing is punched out with one call.

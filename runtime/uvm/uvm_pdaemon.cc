@@ -365,10 +365,7 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
   });
   for (size_t i = 0; i < batch.size();) {
     size_t j = i + 1;
-    while (j < batch.size() && batch[j].region == batch[i].region &&
-           (batch[j].idx == batch[j - 1].idx + 1 || batch[j].join == batch[j - 1].idx)) {
-      j++;
-    }
+    while (j < batch.size() && uvmpd_deactivate_joins(batch[j - 1], batch[j])) j++;
     Region& r = *batch[i].region;
     pmap_->remove(r, batch[i].idx, batch[j - 1].idx + 1 - batch[i].idx);
     for (size_t k = i; k < j; k++) {
@@ -440,9 +437,13 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
 }
 
 void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
-  constexpr size_t kDeactBatch = 64;
+  // The batch is unmapped once it needs kDeactCalls unmapping calls, or
+  // holds deact_pages_ pages: sequential access fills a batch with runs
+  // that one call unmaps, random access with single pages.
+  constexpr size_t kDeactCalls = 64;
   std::vector<deact_entry> batch;
-  batch.reserve(kDeactBatch);
+  batch.reserve(deact_pages_ + kDeactWindow);
+  size_t calls = 0;
   vm_page iter;
   iter.pg_flags.store(PQ_ITER, std::memory_order_relaxed);
   pageqlock_.Lock();
@@ -475,11 +476,18 @@ void Uvm::uvmpd_scan_active(int inactive_shortage, int swap_shortage) {
         // Not dead under the owner lock: uao_detach's caller still holds
         // the region, and now so does the batch.
         inactive_shortage--;
+        const size_t first = batch.size();
         uvmpd_deactivate_window(c, *r, idx, p, &inactive_shortage, batch);
+        for (size_t k = first; k < batch.size(); k++) {
+          if (k == 0 || !uvmpd_deactivate_joins(batch[k - 1], batch[k])) calls++;
+        }
       }
     }
     c.vmobjlock.Unlock();
-    if (batch.size() >= kDeactBatch) uvmpd_deactivate_batch(batch);
+    if (calls >= kDeactCalls || batch.size() >= deact_pages_) {
+      uvmpd_deactivate_batch(batch);
+      calls = 0;
+    }
     pageqlock_.Lock();
   }
   page_active_.remove(&iter);
