@@ -474,6 +474,20 @@ class Uvm {
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
+  // Active and neither in I/O nor being deactivated: a resident page that
+  // is mapped, or may be.
+  static bool pg_idle_active(uint32_t f) { return (f & PQ_ACTIVE) && !(f & (PG_BUSY | PG_DEACT)); }
+  // Mapped write-protected: a clean page, where the pmap sees first writes.
+  bool pg_map_wp(const vm_page* pg) const {
+    return (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
+  }
+  // The page at idx, if it is resident, idle and active: one that may be
+  // mapped.
+  vm_page* uvm_mappable(Chunk& c, uint64_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  // The end of the run of mappable pages in [from, end) that map as `wp`:
+  // the first page that is not one.
+  uint64_t uvm_mappable_end(Chunk& c, uint64_t from, uint64_t end, bool wp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx)

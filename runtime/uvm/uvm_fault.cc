@@ -154,7 +154,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       pg->setbits(PG_PMAP_REF);
       // A swap-in mapped late (an event was unread) is not a reactivation.
       if (!remap) inc(uvmexp_.flt_react);
-      const bool wp = (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
+      const bool wp = pg_map_wp(pg);
       absl::Status st = pmap_->enter(r, idx, wp);
       if (absl::IsUnavailable(st)) {
         if (!remap) dec(uvmexp_.flt_react);
@@ -292,18 +292,25 @@ void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, 
 // => caller holds c.vmobjlock, c == r.chunk_of(idx).
 void Uvm::uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp) {
   const uint64_t end = std::min({r.npages(), (idx | kChunkMask) + 1, idx + 1 + kNormalFaultAhead});
-  const bool track = pmap_->tracks_modify();
-  uint64_t j = idx + 1;
-  for (; j < end; j++) {
-    const pgent& e = c.ent[j & kChunkMask];
-    if (e.frame == kNoFrame) break;
-    const uint32_t f = frames_[e.frame].flags();
-    if ((f & (PG_BUSY | PG_DEACT)) || !(f & PQ_ACTIVE)) break;
-    if ((track && (f & PG_CLEAN)) != wp) break;
-  }
+  const uint64_t j = uvm_mappable_end(c, idx + 1, end, wp);
   // Not counted in flt_around: the pages came in with the fault that read
   // them.
   if (j > idx + 1) pmap_->enter_prefix(r, idx + 1, j - idx - 1, wp);
+}
+
+vm_page* Uvm::uvm_mappable(Chunk& c, uint64_t idx) {
+  const pgent& e = c.ent[idx & kChunkMask];
+  if (e.frame == kNoFrame) return nullptr;
+  vm_page* p = &frames_[e.frame];
+  return pg_idle_active(p->flags()) ? p : nullptr;
+}
+
+uint64_t Uvm::uvm_mappable_end(Chunk& c, uint64_t from, uint64_t end, bool wp) {
+  uint64_t j = from;
+  for (vm_page* q; j < end && (q = uvm_mappable(c, j)) != nullptr; j++) {
+    if (pg_map_wp(q) != wp) break;
+  }
+  return j;
 }
 
 // Zero-fill ahead, after a sequential zero-fill fault at idx whose run is
@@ -564,8 +571,8 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
       continue;
     }
     uint64_t j = i + 1;
-    const bool wp = track && (run[i]->flags() & PG_CLEAN);
-    while (j < n && good[j] && (track && (run[j]->flags() & PG_CLEAN)) == wp) j++;
+    const bool wp = pg_map_wp(run[i]);
+    while (j < n && good[j] && pg_map_wp(run[j]) == wp) j++;
     if (bounce == nullptr) {
       mst = pmap_->enter_run(r, idx + i, j - i, wp);
     } else if (mst.ok()) {
@@ -669,27 +676,14 @@ absl::Status Uvm::uvm_fault_maprun(Region& r, uint64_t idx, uint64_t n, fault_ac
   {
     Chunk& c = r.chunk_of(idx);
     MutexLock l(&c.vmobjlock);
-    const bool track = pmap_->tracks_modify();
-    // The page at idx + i, if it is resident, idle and active: mappable.
-    auto mappable = [&](uint64_t i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) -> vm_page* {
-      const pgent& e = c.ent[(idx + i) & kChunkMask];
-      if (e.frame == kNoFrame) return nullptr;
-      vm_page* p = &frames_[e.frame];
-      const uint32_t f = p->flags();
-      if ((f & (PG_BUSY | PG_DEACT)) || !(f & PQ_ACTIVE)) return nullptr;
-      return p;
-    };
     for (uint64_t i = 0; i < n && !r.dead();) {
-      vm_page* p = mappable(i);
+      vm_page* p = uvm_mappable(c, idx + i);
       if (p == nullptr) {
         i++;
         continue;
       }
-      const bool wp = track && (p->flags() & PG_CLEAN);
-      uint64_t j = i + 1;
-      for (vm_page* q; j < n && (q = mappable(j)) != nullptr; j++) {
-        if ((track && (q->flags() & PG_CLEAN)) != wp) break;
-      }
+      const bool wp = pg_map_wp(p);
+      const uint64_t j = uvm_mappable_end(c, idx + i + 1, idx + n, wp) - idx;
       absl::Status st = pmap_->enter_run(r, idx + i, j - i, wp);
       if (absl::IsUnavailable(st)) {
         retry_later(c);  // the run is looked at again

@@ -416,9 +416,7 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
       continue;
     }
     vm_page* q = &frames_[e.frame];
-    const uint32_t f = q->flags();
-    // Active and neither paging nor being deactivated: mapped.
-    const bool mapped = (f & PQ_ACTIVE) && !(f & (PG_BUSY | PG_DEACT));
+    const bool mapped = pg_idle_active(q->flags());
     bool take = q == p;
     if (!take && mapped && *inactive_shortage > 0 &&
         q->pq_stamp.load(std::memory_order_relaxed) - head <= half) {
