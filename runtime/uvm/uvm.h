@@ -495,7 +495,8 @@ class Uvm {
   void uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                  uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+                                  uint64_t n, bool ahead = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   enum swapin_retry { SWAPIN_DONE, SWAPIN_RETRY_MAP, SWAPIN_RETRY_ALONE, SWAPIN_FAILED };
   absl::Status uvm_fault_swapin(Region& r, Chunk& c, uint64_t idx, vm_page* const* run, uint64_t n,
                                 uint32_t slot0, bool write, bool readahead, swapin_retry* retry)

@@ -354,23 +354,22 @@ void Uvm::uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start) {
   const uint64_t n = 1 + uvm_fault_gather(r, c, start + 1, 0, kMaxFaultAhead - 1, run + 1);
   // The next mark's fault follows the last one closely: sequential.
   r.set_last_fault(start - 2);
-  absl::Status st = uvm_fault_zerofill(r, c, start, run, n);
-  if (!absl::IsUnavailable(st)) {
-    // No thread faulted here: every page counts as fault-around.
-    dec(uvmexp_.flt_zfill);
-    inc(uvmexp_.flt_around);
-  }
+  // Not filled, the pages are left for the faults that reach them.
+  uvm_fault_zerofill(r, c, start, run, n, /*ahead=*/true).IgnoreError();
 }
 
 // Zero-fill on first touch (or after the page was discarded) of the run
 // run[0..n) at idx.  Unavailable: nothing was done (an event is pending).
+// `ahead`: filled ahead, for no faulting thread, so every page counts as
+// fault-around and none as the fault.
 // => caller holds c.vmobjlock, c == r.chunk_of(idx).
 absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page* const* run,
-                                     uint64_t n) {
+                                     uint64_t n, bool ahead) {
   // Counters and queues are updated before the mapping call, which wakes
   // the faulting thread.
-  inc(uvmexp_.flt_zfill);
-  inc(uvmexp_.flt_around, static_cast<int64_t>(n - 1));
+  const uint64_t faulted = ahead ? 0 : 1;  // pages counted as the fault
+  if (!ahead) inc(uvmexp_.flt_zfill);
+  inc(uvmexp_.flt_around, static_cast<int64_t>(n - faulted));
   for (uint64_t i = 0; i < n; i++) {
     run[i]->setbits(PG_PMAP_REF);
     pageactivate(run[i]);
@@ -392,8 +391,8 @@ absl::Status Uvm::uvm_fault_zerofill(Region& r, Chunk& c, uint64_t idx, vm_page*
     c.ent[(idx + i) & kChunkMask].frame = kNoFrame;
     uvm_pagefree(run[i], /*release_backing=*/false);
   }
-  dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max<uint64_t>(done, 1)));
-  if (absl::IsUnavailable(st)) dec(uvmexp_.flt_zfill);
+  dec(uvmexp_.flt_around, static_cast<int64_t>(n - std::max(done, faulted)));
+  if (absl::IsUnavailable(st) && !ahead) dec(uvmexp_.flt_zfill);
   return st;
 }
 
