@@ -508,8 +508,8 @@ class Uvm {
                                        uint64_t n, bool write, bool readahead, const char* bounce,
                                        const absl::Status& st, swapin_retry* retry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
-  uint64_t uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t max,
-                            vm_page** out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  uint64_t uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint64_t end, uint32_t slot,
+                            uint64_t max, vm_page** out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t n)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   absl::Status uvm_fault_swapin_failed(Region& r, Chunk& c, uint64_t idx, uint32_t slot0,

@@ -13,6 +13,7 @@
 #ifndef UVMRT_UVM_UVM_AOBJ_H_
 #define UVMRT_UVM_UVM_AOBJ_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -70,6 +71,8 @@ class Region : public std::enable_shared_from_this<Region> {
   uint64_t pgoff() const { return pgoff_; }  // first page in the backing memfd
   uint64_t nchunks() const { return (npages_ + kChunkMask) >> kChunkShift; }
   Chunk& chunk_of(uint64_t idx) const { return chunks_[idx >> kChunkShift]; }
+  // The end of idx's chunk: the first page after it, or the region's end.
+  uint64_t chunk_end(uint64_t idx) const { return std::min(npages_, (idx | kChunkMask) + 1); }
   Chunk& chunk(uint64_t c) const { return chunks_[c]; }
   uintptr_t addr(uint64_t idx) const { return base() + (idx << PAGE_SHIFT); }
   bool contains(uintptr_t a) const { return a >= base() && a < base() + bytes(); }

@@ -199,8 +199,8 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
     run[0] = pg;
     const uint32_t slot0 = e.swslot;
     const uint64_t ahead = alone ? 0 : fault_ahead(r, idx, slot0 == 0);
-    const uint64_t n =
-        1 + uvm_fault_gather(r, c, idx + 1, slot0 == 0 ? 0 : slot0 + 1, ahead, run + 1);
+    const uint64_t n = 1 + uvm_fault_gather(r, c, idx + 1, r.chunk_end(idx),
+                                            slot0 == 0 ? 0 : slot0 + 1, ahead, run + 1);
     r.set_last_fault(idx + n - 1);
 
     if (slot0 == 0) {
@@ -238,15 +238,15 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
   }
 }
 
-// The pages idx, idx + 1, ... (at most `max`, within idx's chunk) that are
-// not resident and hold slots slot, slot + 1, ... (slot 0: hold no slot),
-// each given a free frame, into out[].  Returns how many.  Never waits.
-// => caller holds c.vmobjlock, c == r.chunk_of(idx).
-uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint32_t slot, uint64_t max,
-                               vm_page** out) {
-  const uint64_t chunk_end = std::min(r.npages(), ((idx - 1) | kChunkMask) + 1);
+// The pages idx, idx + 1, ... before `end` (at most `max`) that are not
+// resident and hold slots slot, slot + 1, ... (slot 0: hold no slot), each
+// given a free frame, into out[].  Returns how many.  Never waits.
+// => caller holds c.vmobjlock; c's pages include [idx, end), which may be
+//    empty (idx == end: a run that ends with its chunk).
+uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint64_t end, uint32_t slot,
+                               uint64_t max, vm_page** out) {
   uint64_t n = 0;
-  while (n < max && idx + n < chunk_end) {
+  while (n < max && idx + n < end) {
     pgent& ne = c.ent[(idx + n) & kChunkMask];
     if (ne.frame != kNoFrame) break;
     if (slot == 0 ? ne.swslot != 0 : ne.swslot != slot + n) break;
@@ -272,7 +272,7 @@ void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, 
     // Only within the chunk of the faulting page (idx - 1 is in it).
     if ((idx & kChunkMask) == 0) return;
     vm_page* run[kMaxFaultAhead + 1];
-    const uint64_t got = uvm_fault_gather(r, c, idx, slot, n, run);
+    const uint64_t got = uvm_fault_gather(r, c, idx, r.chunk_end(idx), slot, n, run);
     if (got == 0) return;
     if (!uvm_fault_swapin_start(r, c, idx, run, got, slot, false, true).ok()) return;
     r.set_last_fault(idx + got - 1);
@@ -291,7 +291,7 @@ void Uvm::uvm_fault_readahead(Region& r, Chunk& c, uint64_t idx, uint32_t slot, 
 // Pages being deactivated, or inactive, stay unmapped.
 // => caller holds c.vmobjlock, c == r.chunk_of(idx).
 void Uvm::uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp) {
-  const uint64_t end = std::min({r.npages(), (idx | kChunkMask) + 1, idx + 1 + kNormalFaultAhead});
+  const uint64_t end = std::min(r.chunk_end(idx), idx + 1 + kNormalFaultAhead);
   const uint64_t j = uvm_mappable_end(c, idx + 1, end, wp);
   // Not counted in flt_around: the pages came in with the fault that read
   // them.
@@ -326,7 +326,7 @@ void Uvm::uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx) {
   // The mark: the first page after idx without a frame, at most a run on
   // and at most the end of the chunk: the end of this fault's run, or of
   // the run filled ahead of it.
-  const uint64_t limit = std::min({r.npages(), (idx | kChunkMask) + 1, idx + kMaxFaultAhead + 1});
+  const uint64_t limit = std::min(r.chunk_end(idx), idx + kMaxFaultAhead + 1);
   uint64_t mark = idx + 1;
   while (mark < limit && c.ent[mark & kChunkMask].frame != kNoFrame) mark++;
   const uint64_t start = mark + 1;
@@ -344,14 +344,9 @@ void Uvm::uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx) {
 // => caller holds c.vmobjlock, c == r.chunk_of(start).
 void Uvm::uvm_fault_zerofill_run_ahead(Region& r, Chunk& c, uint64_t start) {
   if (!c.ensure_ent() || r.poisoned(start)) return;
-  pgent& e = c.ent[start & kChunkMask];
-  if (e.frame != kNoFrame || e.swslot != 0) return;
   vm_page* run[kMaxFaultAhead];
-  run[0] = uvm_pagealloc(&r, start);
-  if (run[0] == nullptr) return;
-  e.frame = frame_index(run[0]);
-  run[0]->setbits(PQ_SWAPBACKED);
-  const uint64_t n = 1 + uvm_fault_gather(r, c, start + 1, 0, kMaxFaultAhead - 1, run + 1);
+  const uint64_t n = uvm_fault_gather(r, c, start, r.chunk_end(start), 0, kMaxFaultAhead, run);
+  if (n == 0) return;  // resident, in swap, or no free frame
   // The next mark's fault follows the last one closely: sequential.
   r.set_last_fault(start - 2);
   // Not filled, the pages are left for the faults that reach them.
