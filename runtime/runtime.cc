@@ -57,9 +57,9 @@ class RuntimeImpl final : public internal::InThreadFaults {
   std::vector<std::thread> handlers;
   // Faults that wait (busy pages, no free frame, swap-ins that cannot be
   // started asynchronously) and faults the swap-in completion defers, for
-  // the workers.  A fault the reader hands over is a deferred_fault of one
-  // page with no failure.  Completed read-ahead reads the reader hands over
-  // (hand_off_swapin) go to the front.
+  // the workers.  A fault the reader hands over is a deferred_fault of kind
+  // FAULT.  Completed read-ahead reads the reader hands over
+  // (hand_off_swapin, kind SWAPIN_DONE) go to the front.
   Mutex work_lock;
   std::deque<uvm::deferred_fault> work ABSL_GUARDED_BY(work_lock);
   bool stopping_workers ABSL_GUARDED_BY(work_lock) = false;
@@ -272,6 +272,7 @@ bool RuntimeImpl::hand_off_swapin(uvm::swapin_io* io, int64_t result) {
   MutexLock l(&work_lock);
   if (stopping_workers || busy_workers >= nworkers) return false;
   uvm::deferred_fault d;
+  d.kind = uvm::deferred_fault::SWAPIN_DONE;
   d.done = io;
   d.result = result;
   work.push_front(std::move(d));
@@ -387,14 +388,19 @@ void RuntimeImpl::worker_loop() {
       busy_workers++;
     }
     absl::Status st;
-    if (w.done != nullptr) {
-      uvm->uvm_aio_swapin_done(w.done, w.result);  // never waits
-    } else if (!w.failed.empty()) {
-      st = uvm->uvm_fault_readerr(*w.region, w.idx, w.slot, absl::DataLossError(w.failed));
-    } else if (w.map || w.readahead) {
-      st = uvm->uvm_fault_maprun(*w.region, w.idx, w.n, w.access, w.readahead);
-    } else {
-      st = uvm->uvm_fault(*w.region, w.idx, w.access);
+    switch (w.kind) {
+      case uvm::deferred_fault::FAULT:
+        st = uvm->uvm_fault(*w.region, w.idx, w.access);
+        break;
+      case uvm::deferred_fault::MAPRUN:
+        st = uvm->uvm_fault_maprun(*w.region, w.idx, w.n, w.access, w.readahead);
+        break;
+      case uvm::deferred_fault::READERR:
+        st = uvm->uvm_fault_readerr(*w.region, w.idx, w.slot, absl::DataLossError(w.failed));
+        break;
+      case uvm::deferred_fault::SWAPIN_DONE:
+        uvm->uvm_aio_swapin_done(w.done, w.result);  // never waits
+        break;
     }
     if (!st.ok()) logger()->warn("uvmrt: fault on page {}: {}", w.idx, st.ToString());
     MutexLock l(&work_lock);

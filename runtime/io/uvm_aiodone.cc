@@ -133,9 +133,13 @@ void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
     d.n = retry == SWAPIN_RETRY_MAP ? io->n : 1;
     d.access = io->write ? FAULT_WRITE : FAULT_READ;
     d.readahead = io->readahead;
-    d.map = retry == SWAPIN_RETRY_MAP;
     d.slot = io->slot0;
-    if (retry == SWAPIN_FAILED) d.failed = std::string(st.message());
+    if (retry == SWAPIN_FAILED) {
+      d.kind = deferred_fault::READERR;
+      d.failed = std::string(st.message());
+    } else if (retry == SWAPIN_RETRY_MAP) {
+      d.kind = deferred_fault::MAPRUN;
+    }
     defer_fault_(std::move(d));
   } else if (!out.ok()) {
     logger()->warn("uvmrt: swap-in at slot {}: {}", io->slot0, out.ToString());

@@ -129,30 +129,36 @@ struct swapin_io {
   iovec iov[kMaxFaultAhead + 1];
 };
 
-// A fault for a fault-handler thread (one that may wait): fault on idx; or,
-// for a swap-in whose completion could not finish it, map the run of n pages
-// at idx (`map` or `readahead`), which the swap-in left resident but unmapped
-// (an event was unread), and fault again on idx if it is not among them; or,
-// if `failed` is not empty, the read of the page's own slot `slot` failed,
-// and the page is to be poisoned.  A read-ahead run has no faulting thread.
+// Work for a fault-handler thread (one that may wait), of one of four kinds.
 struct deferred_fault {
-  std::shared_ptr<Region> region;
+  enum kind_t {
+    // Fault on idx (uvm_fault).
+    FAULT,
+    // A swap-in whose completion could not map its run of n pages at idx
+    // (an event was unread): map the pages still resident, and unless
+    // `readahead` (a read-ahead run has no faulting thread), fault again on
+    // idx if it is not among them (uvm_fault_maprun).
+    MAPRUN,
+    // The read of idx's own slot `slot` failed: poison the page if it is
+    // still only there (uvm_fault_readerr).
+    READERR,
+    // A completed read-ahead read `done` to finish, with its result
+    // (uvm_aio_swapin_done).
+    SWAPIN_DONE,
+  };
+  kind_t kind = FAULT;
+  std::shared_ptr<Region> region;  // all but SWAPIN_DONE
   uint64_t idx = 0;
   uint64_t n = 1;
   fault_access access = FAULT_READ;
-  bool readahead = false;
-  // SWAPIN_RETRY_MAP: the pages are resident; only map them
-  // (uvm_fault_maprun), as part of the fault that read them.
-  bool map = false;
-  uint32_t slot = 0;
-  // The failed read's error message.  A string, not an absl::Status: a
-  // status's shared representation must not be released on two threads
-  // (the prebuilt abseil is not visible to ThreadSanitizer).
+  bool readahead = false;  // MAPRUN
+  uint32_t slot = 0;       // READERR
+  // READERR: the failed read's error message.  A string, not an
+  // absl::Status: a status's shared representation must not be released on
+  // two threads (the prebuilt abseil is not visible to ThreadSanitizer).
   std::string failed;
-  // Or, if set: a completed read-ahead read to finish
-  // (uvm_aio_swapin_done), with its result.
-  swapin_io* done = nullptr;
-  int64_t result = 0;
+  swapin_io* done = nullptr;  // SWAPIN_DONE
+  int64_t result = 0;         // SWAPIN_DONE
 };
 
 // Unmaps the bounce pages.
