@@ -642,6 +642,87 @@ TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
   rmdir(dir);
 }
 
+// The real device with its buffer registered: I/Os of pages in a row inside
+// it go as fixed-buffer I/Os, the others as vectored ones, and each moves
+// the right pages to the right slots.
+TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
+  char dir[] = "/tmp/uvmrt-fixedbuf-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  io::SwapFileOptions so;
+  so.path = std::string(dir) + "/swap";
+  so.bytes = 32 * kPage;
+  auto opened = io::UringSwapDev::Open(so);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<io::UringSwapDev> dev = std::move(*opened);
+  constexpr int kBuf = 8;
+  char* buf = static_cast<char*>(aligned_alloc(kPage, kBuf * kPage));
+  char* other = static_cast<char*>(aligned_alloc(kPage, 4 * kPage));
+  ASSERT_NE(buf, nullptr);
+  ASSERT_NE(other, nullptr);
+  dev->RegisterBuffer(buf, kBuf * kPage);
+  auto page = [&](char* base, int i) { return iovec{base + i * kPage, kPage}; };
+  auto write = [&](uint64_t slot, std::vector<iovec> iov) {
+    int cookie = 0;
+    ASSERT_TRUE(dev->SubmitWrite(slot, iov.data(), static_cast<int>(iov.size()), &cookie).ok());
+    std::vector<io::Completion> done;
+    while (done.empty()) dev->Reap(&done);
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].result, static_cast<int64_t>(iov.size() * kPage)) << "slot " << slot;
+  };
+
+  // Slots 1-3: three pages in a row of the buffer (one fixed write).
+  for (int i = 0; i < 3; i++) fill_page(buf + (2 + i) * kPage, 10 + i, 1);
+  write(1, {page(buf, 2), page(buf, 3), page(buf, 4)});
+  // Slots 4-5: two pages of the buffer, not in a row.
+  fill_page(buf + 6 * kPage, 20, 1);
+  fill_page(buf + 0 * kPage, 21, 1);
+  write(4, {page(buf, 6), page(buf, 0)});
+  // Slots 6-7: memory outside the buffer.
+  fill_page(other, 30, 1);
+  fill_page(other + kPage, 31, 1);
+  write(6, {page(other, 0), page(other, 1)});
+
+  // Read them back: into the buffer in a row, and outside it.
+  memset(buf, 0, kBuf * kPage);
+  std::vector<iovec> r;
+  for (int i = 0; i < 7; i++) r.push_back(page(buf, i + 1));
+  ASSERT_TRUE(dev->Read(1, r.data(), 7).ok());
+  const std::pair<int, int> want[7] = {{1, 10}, {2, 11}, {3, 12}, {4, 20},
+                                       {5, 21}, {6, 30}, {7, 31}};
+  for (const auto& [i, tag] : want) EXPECT_EQ(check_page(buf + i * kPage, tag, 1), -1) << i;
+  memset(other, 0, 4 * kPage);
+  iovec ro[2] = {page(other, 0), page(other, 1)};
+  ASSERT_TRUE(dev->Read(2, ro, 2).ok());
+  EXPECT_EQ(check_page(other, 11, 1), -1);
+  EXPECT_EQ(check_page(other + kPage, 12, 1), -1);
+
+  // An asynchronous read on the reader's ring, into the buffer.
+  ASSERT_GE(dev->TakeReadCompletions(), 0);
+  memset(buf, 0, kBuf * kPage);
+  iovec ra[2] = {page(buf, 5), page(buf, 6)};
+  int cookie = 0;
+  ASSERT_TRUE(dev->SubmitRead(4, ra, 2, &cookie).ok());
+  std::vector<io::Completion> done;
+  for (int spins = 0; done.empty() && spins < 100000; spins++) dev->ReapReads(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(2 * kPage));
+  EXPECT_EQ(check_page(buf + 5 * kPage, 20, 1), -1);
+  EXPECT_EQ(check_page(buf + 6 * kPage, 21, 1), -1);
+
+  // A short read into the buffer is still an error.
+  const int fd = open(so.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(3 * kPage)), 0);
+  close(fd);
+  absl::Status st = dev->Read(2, r.data(), 2);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+
+  dev.reset();
+  free(buf);
+  free(other);
+  rmdir(dir);
+}
+
 // ---- slow completions ----
 
 TEST(FaultInject, SlowCompletionsNoDeadlock) {

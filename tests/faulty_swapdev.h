@@ -451,6 +451,7 @@ class FaultySwapDev final : public io::SwapDev {
   }
 
   bool async_reads() const override { return real_->async_reads(); }
+  void RegisterBuffer(void* base, size_t len) override { real_->RegisterBuffer(base, len); }
 
   // The same faults as Read, injected into the completion of a read the
   // real device performs; latency delays the completion.

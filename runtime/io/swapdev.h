@@ -77,6 +77,13 @@ class SwapDev {
   // Appends every read completion available now to *out; never waits.
   // => the thread that called TakeReadCompletions.
   virtual void ReapReads(std::vector<Completion>* out) { (void)out; }
+
+  // Names the memory most reads and writes use (the bounce pages), which
+  // stays mapped as long as the device is used: a device may register it
+  // once (io_uring's fixed buffers) instead of pinning its pages for each
+  // I/O.  Optional.
+  // => before the first I/O.
+  virtual void RegisterBuffer(void* base, size_t len) { (void)base, (void)len; }
 };
 
 }  // namespace uvmrt::io

@@ -41,32 +41,6 @@ absl::Status uring_error(int err) {
   return absl::InternalError("uvmrt: io_uring_queue_init failed: " + errstr(err));
 }
 
-// Puts one read or write of slots slot, slot + 1, ... on `ring` and submits
-// it; `data` is its tagged cookie.  A shortage of kernel resources is
-// transient (Unavailable: try again later).
-// => caller holds the lock of `ring`'s submission side.
-absl::Status queue_io(io_uring* ring, int fd, bool write, uint64_t slot, const iovec* iov,
-                      int iovcnt, uint64_t data) {
-  io_uring_sqe* sqe = io_uring_get_sqe(ring);
-  if (sqe == nullptr) {
-    io_uring_submit(ring);
-    sqe = io_uring_get_sqe(ring);
-    if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
-  }
-  if (write) {
-    io_uring_prep_writev(sqe, fd, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  } else {
-    io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  }
-  io_uring_sqe_set_data64(sqe, data);
-  const int ret = io_uring_submit(ring);
-  if (ret >= 0) return absl::OkStatus();
-  if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
-    return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
-  }
-  return absl::InternalError("io_uring_submit: " + errstr(-ret));
-}
-
 }  // namespace
 
 absl::Status ProbeUring() {
@@ -155,8 +129,7 @@ absl::StatusOr<std::unique_ptr<UringSwapDev>> UringSwapDev::Open(const SwapFileO
     int ret = io_uring_queue_init(opts.queue_depth, &dev->wring_, 0);
     if (ret < 0) return uring_error(-ret);
     dev->wring_ok_ = true;
-    ret = io_uring_register_files(&dev->wring_, &dev->fd_, 1);
-    if (ret < 0) logger()->info("uvmrt: io_uring file registration unavailable: {}", errstr(-ret));
+    dev->wring_regs_ = dev->register_ring(&dev->wring_);
   }
   logger()->info("uvmrt: swap file {} ({} slots, {})", is_dir ? path + "/<O_TMPFILE>" : path,
                  dev->nslots_, dev->direct_ ? "O_DIRECT" : "buffered");
@@ -174,7 +147,7 @@ UringSwapDev::~UringSwapDev() {
   }
   {
     MutexLock l(&read_lock_);
-    for (auto& r : read_all_) io_uring_queue_exit(r.get());
+    for (auto& r : read_all_) io_uring_queue_exit(&r->ring);
   }
   if (fd_ >= 0) close(fd_);
   if (unlink_at_close_ && !path_.empty()) unlink(path_.c_str());
@@ -193,9 +166,88 @@ absl::Status UringSwapDev::SubmitRead(uint64_t slot, const iovec* iov, int iovcn
   if (!rring_ok_) return submit(/*write=*/false, slot, iov, iovcnt, data | kReadTag);
   MutexLock l(&rring_lock_);
   if (rring_inflight_ >= kReadRingDepth) return absl::UnavailableError("swap read queue full");
-  absl::Status st = queue_io(&rring_, fd_, /*write=*/false, slot, iov, iovcnt, data);
+  absl::Status st = queue_io(&rring_, rring_regs_, /*write=*/false, slot, iov, iovcnt, data);
   if (st.ok()) rring_inflight_++;
   return st;
+}
+
+UringSwapDev::RingRegs UringSwapDev::register_ring(io_uring* ring) {
+  RingRegs regs;
+  const int ret = io_uring_register_files(ring, &fd_, 1);
+  if (ret < 0) {
+    logger()->debug("uvmrt: io_uring file registration unavailable: {}", errstr(-ret));
+  } else {
+    regs.file = true;
+  }
+  if (buf_ != nullptr) regs.buf = register_buf(ring);
+  return regs;
+}
+
+bool UringSwapDev::register_buf(io_uring* ring) {
+  iovec v{buf_, buf_len_};
+  const int ret = io_uring_register_buffers(ring, &v, 1);
+  // Registered pages count against RLIMIT_MEMLOCK: without room there, the
+  // pages are pinned for each I/O instead.
+  if (ret < 0) logger()->debug("uvmrt: io_uring buffer registration unavailable: {}", errstr(-ret));
+  return ret == 0;
+}
+
+void UringSwapDev::RegisterBuffer(void* base, size_t len) {
+  buf_ = static_cast<char*>(base);
+  buf_len_ = len;
+  {
+    MutexLock l(&sq_lock_);
+    if (wring_ok_) wring_regs_.buf = register_buf(&wring_);
+  }
+  {
+    MutexLock l(&rring_lock_);
+    if (rring_ok_) rring_regs_.buf = register_buf(&rring_);
+  }
+  MutexLock l(&read_lock_);
+  for (auto& r : read_all_) r->regs.buf = register_buf(&r->ring);  // none in use yet
+}
+
+void UringSwapDev::prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot,
+                           const iovec* iov, int iovcnt) const {
+  const int fd = regs.file ? 0 : fd_;
+  const uint64_t off = slot * kPage;
+  // Pages in a row within the registered buffer go as one fixed-buffer I/O.
+  bool fixed = regs.buf;
+  size_t len = 0;
+  for (int i = 0; fixed && i < iovcnt; i++) {
+    const char* b = static_cast<const char*>(iov[i].iov_base);
+    fixed = b == static_cast<const char*>(iov[0].iov_base) + len && b >= buf_ &&
+            b + iov[i].iov_len <= buf_ + buf_len_;
+    len += iov[i].iov_len;
+  }
+  if (fixed && write) {
+    io_uring_prep_write_fixed(sqe, fd, iov[0].iov_base, static_cast<unsigned>(len), off, 0);
+  } else if (fixed) {
+    io_uring_prep_read_fixed(sqe, fd, iov[0].iov_base, static_cast<unsigned>(len), off, 0);
+  } else if (write) {
+    io_uring_prep_writev(sqe, fd, iov, static_cast<unsigned>(iovcnt), off);
+  } else {
+    io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(iovcnt), off);
+  }
+  if (regs.file) sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
+                                    const iovec* iov, int iovcnt, uint64_t data) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (sqe == nullptr) {
+    io_uring_submit(ring);
+    sqe = io_uring_get_sqe(ring);
+    if (sqe == nullptr) return absl::UnavailableError("swap submission queue full");
+  }
+  prep_io(sqe, regs, write, slot, iov, iovcnt);
+  io_uring_sqe_set_data64(sqe, data);
+  const int ret = io_uring_submit(ring);
+  if (ret >= 0) return absl::OkStatus();
+  if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
+    return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
+  }
+  return absl::InternalError("io_uring_submit: " + errstr(-ret));
 }
 
 int UringSwapDev::TakeReadCompletions() {
@@ -207,6 +259,7 @@ int UringSwapDev::TakeReadCompletions() {
     return -1;
   }
   rring_ok_ = true;
+  rring_regs_ = register_ring(&rring_);
   return rring_.ring_fd;
 }
 
@@ -233,7 +286,7 @@ absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, i
   if (inflight_ >= depth_) {
     return absl::UnavailableError("swap queue full");
   }
-  absl::Status st = queue_io(&wring_, fd_, write, slot, iov, iovcnt, data);
+  absl::Status st = queue_io(&wring_, wring_regs_, write, slot, iov, iovcnt, data);
   if (st.ok()) inflight_++;
   return st;
 }
@@ -279,22 +332,23 @@ void UringSwapDev::Kick() {
   io_uring_submit(&wring_);
 }
 
-absl::StatusOr<io_uring*> UringSwapDev::get_read_ring() {
+absl::StatusOr<UringSwapDev::ReadRing*> UringSwapDev::get_read_ring() {
   MutexLock l(&read_lock_);
   if (!read_free_.empty()) {
-    io_uring* r = read_free_.back();
+    ReadRing* r = read_free_.back();
     read_free_.pop_back();
     return r;
   }
-  auto ring = std::make_unique<io_uring>();
-  int ret = io_uring_queue_init(8, ring.get(), 0);
+  auto ring = std::make_unique<ReadRing>();
+  int ret = io_uring_queue_init(8, &ring->ring, 0);
   if (ret < 0) return uring_error(-ret);
-  io_uring* r = ring.get();
+  ring->regs = register_ring(&ring->ring);
+  ReadRing* r = ring.get();
   read_all_.push_back(std::move(ring));
   return r;
 }
 
-void UringSwapDev::put_read_ring(io_uring* ring) {
+void UringSwapDev::put_read_ring(ReadRing* ring) {
   MutexLock l(&read_lock_);
   read_free_.push_back(ring);
 }
@@ -303,22 +357,23 @@ absl::Status UringSwapDev::Read(uint64_t slot, const iovec* iov, int iovcnt) {
   if (slot == 0 || slot + static_cast<uint64_t>(iovcnt) > nslots_ + 1) {
     return absl::OutOfRangeError(absl::StrFormat("swap read of slot %d out of range", slot));
   }
-  absl::StatusOr<io_uring*> ring = get_read_ring();
-  if (!ring.ok()) return ring.status();
+  absl::StatusOr<ReadRing*> rr = get_read_ring();
+  if (!rr.ok()) return rr.status();
+  io_uring* ring = &(*rr)->ring;
   uint64_t want = 0;
   for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
-  io_uring_sqe* sqe = io_uring_get_sqe(*ring);
-  io_uring_prep_readv(sqe, fd_, iov, static_cast<unsigned>(iovcnt), slot * kPage);
-  int ret = io_uring_submit_and_wait(*ring, 1);
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  prep_io(sqe, (*rr)->regs, /*write=*/false, slot, iov, iovcnt);
+  int ret = io_uring_submit_and_wait(ring, 1);
   io_uring_cqe* cqe = nullptr;
   if (ret >= 0) {
     do {
-      ret = io_uring_wait_cqe(*ring, &cqe);
+      ret = io_uring_wait_cqe(ring, &cqe);
     } while (ret == -EINTR);
   }
   int64_t res = ret < 0 ? ret : cqe->res;
-  if (ret >= 0) io_uring_cqe_seen(*ring, cqe);
-  put_read_ring(*ring);
+  if (ret >= 0) io_uring_cqe_seen(ring, cqe);
+  put_read_ring(*rr);
   if (res < 0) {
     return absl::DataLossError(
         absl::StrFormat("swap read of slot %d failed: %s", slot, errstr(static_cast<int>(-res))));

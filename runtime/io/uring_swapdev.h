@@ -7,7 +7,9 @@
 // submitting thread (task work), so a read reaped by another thread costs a
 // wakeup of each.  Synchronous reads use a small pool of rings, one per
 // concurrent reader, each submitted and reaped by the thread that borrowed
-// it.
+// it.  Every ring has the swap file registered, and the bounce pages once
+// RegisterBuffer names them, so that an I/O neither looks up the file nor
+// pins its buffer's pages when it can use them.
 //
 // Thread safety: as SwapDev.
 #ifndef UVMRT_IO_URING_SWAPDEV_H_
@@ -49,6 +51,7 @@ class UringSwapDev final : public SwapDev {
   absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
   int TakeReadCompletions() override;
   void ReapReads(std::vector<Completion>* out) override;
+  void RegisterBuffer(void* base, size_t len) override;
 
   // The file's path ("" for an unnamed O_TMPFILE file) and whether it is
   // opened with O_DIRECT.
@@ -57,22 +60,51 @@ class UringSwapDev final : public SwapDev {
 
  private:
   UringSwapDev() = default;
+
+  // What one ring has registered: the swap file (file index 0), and the
+  // bounce pages (buffer index 0).
+  struct RingRegs {
+    bool file = false;
+    bool buf = false;
+  };
+  // A ring of the pool of synchronous reads.
+  struct ReadRing {
+    io_uring ring;
+    RingRegs regs;
+  };
+  // Registers the file, and the buffer if one is named, with a new ring.
+  RingRegs register_ring(io_uring* ring);
+  bool register_buf(io_uring* ring);
+  // Puts one read or write of slots slot, slot + 1, ... on `ring` (not
+  // submitted), using what the ring has registered.
+  void prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot, const iovec* iov,
+               int iovcnt) const;
+  // Queues one read or write on `ring` and submits it; `data` is its tagged
+  // cookie.  A shortage of kernel resources is transient (Unavailable: try
+  // again later).
+  absl::Status queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
+                        const iovec* iov, int iovcnt, uint64_t data);
   // Queues one read or write on the shared ring (queue_io); `data` is its
   // tagged cookie.
   absl::Status submit(bool write, uint64_t slot, const iovec* iov, int iovcnt, uint64_t data);
-  absl::StatusOr<io_uring*> get_read_ring();
-  void put_read_ring(io_uring* ring);
+  absl::StatusOr<ReadRing*> get_read_ring();
+  void put_read_ring(ReadRing* ring);
 
   int fd_ = -1;
   bool direct_ = true;
   bool unlink_at_close_ = false;
   std::string path_;
   uint64_t nslots_ = 0;
+  // The buffer RegisterBuffer named: set before the first I/O, then
+  // constant.
+  char* buf_ = nullptr;
+  size_t buf_len_ = 0;
 
   // The shared ring: SQ side under sq_lock_, CQ side owned by the aiodone
   // thread.
   Mutex sq_lock_;
   io_uring wring_ ABSL_GUARDED_BY(sq_lock_);
+  RingRegs wring_regs_ ABSL_GUARDED_BY(sq_lock_);
   bool wring_ok_ = false;
   unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
   unsigned depth_ = 0;
@@ -81,12 +113,13 @@ class UringSwapDev final : public SwapDev {
   // thread submits and reaps (the lock is never contended).
   Mutex rring_lock_;
   io_uring rring_ ABSL_GUARDED_BY(rring_lock_);
+  RingRegs rring_regs_ ABSL_GUARDED_BY(rring_lock_);
   bool rring_ok_ = false;
   unsigned rring_inflight_ ABSL_GUARDED_BY(rring_lock_) = 0;
 
   Mutex read_lock_;
-  std::vector<io_uring*> read_free_ ABSL_GUARDED_BY(read_lock_);
-  std::vector<std::unique_ptr<io_uring>> read_all_ ABSL_GUARDED_BY(read_lock_);
+  std::vector<ReadRing*> read_free_ ABSL_GUARDED_BY(read_lock_);
+  std::vector<std::unique_ptr<ReadRing>> read_all_ ABSL_GUARDED_BY(read_lock_);
 };
 
 // Probes whether io_uring may be used here; the error says how to enable it.

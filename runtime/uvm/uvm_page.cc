@@ -69,6 +69,7 @@ Uvm::Uvm(const uvm_params& params, Pmap* pmap, io::SwapDev* dev, uvmexp_t* stats
     if (p != MAP_FAILED) {
       madvise(p, bytes, MADV_DONTFORK);  // a child has no use for them
       bounce_ = std::unique_ptr<char, bounce_unmap>(static_cast<char*>(p), bounce_unmap{bytes});
+      dev_->RegisterBuffer(p, bytes);
       MutexLock l(&bounce_lock_);
       bounce_map_.assign((params.bounce_pages + 63) / 64, 0);
     } else {
