@@ -723,6 +723,48 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   rmdir(dir);
 }
 
+// A buffer the kernel will not register (a shared mapping of a file on a
+// disk filesystem, which cannot be pinned for long) leaves the device doing
+// vectored I/O of it, with the same data.
+TEST(FaultInject, RealDeviceUnregisterableBufferFallsBack) {
+  char dir[] = "/tmp/uvmrt-nofixedbuf-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  io::SwapFileOptions so;
+  so.path = std::string(dir) + "/swap";
+  so.bytes = 16 * kPage;
+  auto opened = io::UringSwapDev::Open(so);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<io::UringSwapDev> dev = std::move(*opened);
+  const std::string bufpath = std::string(dir) + "/buf";
+  const int mfd = open(bufpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(mfd, 0);
+  ASSERT_EQ(ftruncate(mfd, 4 * kPage), 0);
+  void* m = mmap(nullptr, 4 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  char* buf = static_cast<char*>(m);
+  dev->RegisterBuffer(buf, 4 * kPage);
+
+  fill_page(buf, 40, 1);
+  fill_page(buf + kPage, 41, 1);
+  iovec w[2] = {{buf, kPage}, {buf + kPage, kPage}};
+  int cookie = 0;
+  ASSERT_TRUE(dev->SubmitWrite(3, w, 2, &cookie).ok());
+  std::vector<io::Completion> done;
+  while (done.empty()) dev->Reap(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(2 * kPage));
+  iovec r[2] = {{buf + 2 * kPage, kPage}, {buf + 3 * kPage, kPage}};
+  ASSERT_TRUE(dev->Read(3, r, 2).ok());
+  EXPECT_EQ(check_page(buf + 2 * kPage, 40, 1), -1);
+  EXPECT_EQ(check_page(buf + 3 * kPage, 41, 1), -1);
+
+  dev.reset();
+  munmap(m, 4 * kPage);
+  close(mfd);
+  unlink(bufpath.c_str());
+  rmdir(dir);
+}
+
 // ---- slow completions ----
 
 TEST(FaultInject, SlowCompletionsNoDeadlock) {

@@ -73,15 +73,20 @@ class UringSwapDev final : public SwapDev {
     RingRegs regs;
   };
   // Registers the file, and the buffer if one is named, with a new ring.
+  // => no I/O on `ring` yet; caller holds its lock, if it has one.
   RingRegs register_ring(io_uring* ring);
+  // Registers the named buffer with `ring`; false if the kernel refused.
+  // => no I/O on `ring` yet; caller holds its lock, if it has one.
   bool register_buf(io_uring* ring);
-  // Puts one read or write of slots slot, slot + 1, ... on `ring` (not
-  // submitted), using what the ring has registered.
+  // Prepares `sqe` as one read or write of slots slot, slot + 1, ... using
+  // what its ring has registered (`regs`).
+  // => caller holds the lock of the ring's submission side.
   void prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot, const iovec* iov,
                int iovcnt) const;
   // Queues one read or write on `ring` and submits it; `data` is its tagged
   // cookie.  A shortage of kernel resources is transient (Unavailable: try
   // again later).
+  // => caller holds the lock of `ring`'s submission side.
   absl::Status queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
                         const iovec* iov, int iovcnt, uint64_t data);
   // Queues one read or write on the shared ring (queue_io); `data` is its
