@@ -586,17 +586,39 @@ TEST(FaultInject, SwapInErrorHitsOnlyItsPageUnderSequentialReadAhead) {
   EXPECT_TRUE(r.exited(kChildOk)) << r.Describe();
 }
 
+// A real swap device of `pages` pages, its file in a new temporary
+// directory made from `tmpl` (mkdtemp).  The file goes with the device; the
+// directory is the caller's to remove.
+void OpenRealDevice(char* tmpl, uint64_t pages, std::string* path,
+                    std::unique_ptr<io::UringSwapDev>* dev) {
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  io::SwapFileOptions so;
+  so.path = std::string(tmpl) + "/swap";
+  so.bytes = pages * kPage;
+  auto opened = io::UringSwapDev::Open(so);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  *path = so.path;
+  *dev = std::move(*opened);
+}
+
+// Writes the pages of iov to slots slot, slot + 1, ... and waits until the
+// write has completed, in full.
+void WriteSlots(io::SwapDev* dev, uint64_t slot, const std::vector<iovec>& iov) {
+  int cookie = 0;
+  ASSERT_TRUE(dev->SubmitWrite(slot, iov.data(), static_cast<int>(iov.size()), &cookie).ok());
+  std::vector<io::Completion> done;
+  while (done.empty()) dev->Reap(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].cookie, &cookie);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(iov.size() * kPage)) << "slot " << slot;
+}
+
 // The real device turns a short read into an error: the file is cut under it.
 TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
   char dir[] = "/tmp/uvmrt-shortread-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string path = std::string(dir) + "/swap";
-  io::SwapFileOptions so;
-  so.path = path;
-  so.bytes = 16 * kPage;
-  auto opened = io::UringSwapDev::Open(so);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<io::UringSwapDev> dev = std::move(*opened);
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
   const uint64_t last = dev->nslots();
   ASSERT_EQ(last, 15u);
 
@@ -604,14 +626,8 @@ TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
   ASSERT_NE(buf, nullptr);
   fill_page(buf, 1, 1);
   fill_page(static_cast<char*>(buf) + kPage, 2, 1);
-  iovec w[2] = {{buf, kPage}, {static_cast<char*>(buf) + kPage, kPage}};
-  int cookie = 0;
-  ASSERT_TRUE(dev->SubmitWrite(last - 1, w, 2, &cookie).ok());
-  std::vector<io::Completion> done;
-  while (done.empty()) dev->Reap(&done);
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].cookie, &cookie);
-  EXPECT_EQ(done[0].result, static_cast<int64_t>(2 * kPage));
+  ASSERT_NO_FATAL_FAILURE(
+      WriteSlots(dev.get(), last - 1, {{buf, kPage}, {static_cast<char*>(buf) + kPage, kPage}}));
 
   void* rbuf = aligned_alloc(kPage, 2 * kPage);
   ASSERT_NE(rbuf, nullptr);
@@ -647,13 +663,9 @@ TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
 // the right pages to the right slots.
 TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   char dir[] = "/tmp/uvmrt-fixedbuf-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  io::SwapFileOptions so;
-  so.path = std::string(dir) + "/swap";
-  so.bytes = 32 * kPage;
-  auto opened = io::UringSwapDev::Open(so);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<io::UringSwapDev> dev = std::move(*opened);
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 32, &path, &dev));
   constexpr int kBuf = 8;
   char* buf = static_cast<char*>(aligned_alloc(kPage, kBuf * kPage));
   char* other = static_cast<char*>(aligned_alloc(kPage, 4 * kPage));
@@ -661,26 +673,18 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   ASSERT_NE(other, nullptr);
   dev->RegisterBuffer(buf, kBuf * kPage);
   auto page = [&](char* base, int i) { return iovec{base + i * kPage, kPage}; };
-  auto write = [&](uint64_t slot, std::vector<iovec> iov) {
-    int cookie = 0;
-    ASSERT_TRUE(dev->SubmitWrite(slot, iov.data(), static_cast<int>(iov.size()), &cookie).ok());
-    std::vector<io::Completion> done;
-    while (done.empty()) dev->Reap(&done);
-    ASSERT_EQ(done.size(), 1u);
-    EXPECT_EQ(done[0].result, static_cast<int64_t>(iov.size() * kPage)) << "slot " << slot;
-  };
 
   // Slots 1-3: three pages in a row of the buffer (one fixed write).
   for (int i = 0; i < 3; i++) fill_page(buf + (2 + i) * kPage, 10 + i, 1);
-  write(1, {page(buf, 2), page(buf, 3), page(buf, 4)});
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 1, {page(buf, 2), page(buf, 3), page(buf, 4)}));
   // Slots 4-5: two pages of the buffer, not in a row.
   fill_page(buf + 6 * kPage, 20, 1);
   fill_page(buf + 0 * kPage, 21, 1);
-  write(4, {page(buf, 6), page(buf, 0)});
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 4, {page(buf, 6), page(buf, 0)}));
   // Slots 6-7: memory outside the buffer.
   fill_page(other, 30, 1);
   fill_page(other + kPage, 31, 1);
-  write(6, {page(other, 0), page(other, 1)});
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 6, {page(other, 0), page(other, 1)}));
 
   // Read them back: into the buffer in a row, and outside it.
   memset(buf, 0, kBuf * kPage);
@@ -710,7 +714,7 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   EXPECT_EQ(check_page(buf + 6 * kPage, 21, 1), -1);
 
   // A short read into the buffer is still an error.
-  const int fd = open(so.path.c_str(), O_RDWR);
+  const int fd = open(path.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(ftruncate(fd, static_cast<off_t>(3 * kPage)), 0);
   close(fd);
@@ -728,13 +732,9 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
 // vectored I/O of it, with the same data.
 TEST(FaultInject, RealDeviceUnregisterableBufferFallsBack) {
   char dir[] = "/tmp/uvmrt-nofixedbuf-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  io::SwapFileOptions so;
-  so.path = std::string(dir) + "/swap";
-  so.bytes = 16 * kPage;
-  auto opened = io::UringSwapDev::Open(so);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  std::unique_ptr<io::UringSwapDev> dev = std::move(*opened);
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
   const std::string bufpath = std::string(dir) + "/buf";
   const int mfd = open(bufpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(mfd, 0);
@@ -746,13 +746,7 @@ TEST(FaultInject, RealDeviceUnregisterableBufferFallsBack) {
 
   fill_page(buf, 40, 1);
   fill_page(buf + kPage, 41, 1);
-  iovec w[2] = {{buf, kPage}, {buf + kPage, kPage}};
-  int cookie = 0;
-  ASSERT_TRUE(dev->SubmitWrite(3, w, 2, &cookie).ok());
-  std::vector<io::Completion> done;
-  while (done.empty()) dev->Reap(&done);
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].result, static_cast<int64_t>(2 * kPage));
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 3, {{buf, kPage}, {buf + kPage, kPage}}));
   iovec r[2] = {{buf + 2 * kPage, kPage}, {buf + 3 * kPage, kPage}};
   ASSERT_TRUE(dev->Read(3, r, 2).ok());
   EXPECT_EQ(check_page(buf + 2 * kPage, 40, 1), -1);
