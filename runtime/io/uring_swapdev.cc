@@ -195,16 +195,15 @@ bool UringSwapDev::register_buf(io_uring* ring) {
 void UringSwapDev::RegisterBuffer(void* base, size_t len) {
   buf_ = static_cast<char*>(base);
   buf_len_ = len;
+  // The rings made from now on register it as they are made
+  // (register_ring); the pool of synchronous read rings is still empty, as
+  // no I/O has been done.
   {
     MutexLock l(&sq_lock_);
     if (wring_ok_) wring_regs_.buf = register_buf(&wring_);
   }
-  {
-    MutexLock l(&rring_lock_);
-    if (rring_ok_) rring_regs_.buf = register_buf(&rring_);
-  }
-  MutexLock l(&read_lock_);
-  for (auto& r : read_all_) r->regs.buf = register_buf(&r->ring);  // none in use yet
+  MutexLock l(&rring_lock_);
+  if (rring_ok_) rring_regs_.buf = register_buf(&rring_);
 }
 
 void UringSwapDev::prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot,
