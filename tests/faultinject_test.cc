@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "io/uring_swapdev.h"
@@ -724,6 +726,85 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   dev.reset();
   free(buf);
   free(other);
+  rmdir(dir);
+}
+
+// Whether slot `slot` of the real device holds page `tag` (a synchronous
+// read, on a ring of its own: it reaps nothing of the writes), checked
+// until it does or `wait` has passed.
+bool SlotHolds(io::SwapDev* dev, uint64_t slot, uint64_t tag, absl::Duration wait) {
+  char* buf = static_cast<char*>(aligned_alloc(kPage, kPage));
+  const absl::Time deadline = absl::Now() + wait;
+  bool holds = false;
+  for (;;) {
+    iovec v{buf, kPage};
+    holds = dev->Read(slot, &v, 1).ok() && check_page(buf, tag, 1) == -1;
+    if (holds || absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  free(buf);
+  return holds;
+}
+
+// Plugged writes that add up to less than 64 KiB are held until a larger
+// write or UnplugWrites starts them; every one lands where it should.
+TEST(FaultInject, RealDevicePluggedWritesAreHeldUntilUnplugged) {
+  char dir[] = "/tmp/uvmrt-plug-XXXXXX";
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 64, &path, &dev));
+  constexpr int kPages = 20;
+  char* buf = static_cast<char*>(aligned_alloc(kPage, kPages * kPage));
+  ASSERT_NE(buf, nullptr);
+  for (int i = 0; i < kPages; i++) fill_page(buf + i * kPage, 100 + i, 1);
+  int cookies[5] = {};
+  // Each write's iovecs stay valid until it completes (the device's
+  // contract): a held write reads them only when it is submitted.
+  std::vector<iovec> iovs[5];
+  auto write = [&](uint64_t slot, int first, int n, int* cookie) {
+    std::vector<iovec>& v = iovs[cookie - cookies];
+    for (int i = 0; i < n; i++) v.push_back({buf + (first + i) * kPage, kPage});
+    return dev->SubmitWrite(slot, v.data(), n, cookie);
+  };
+
+  // Two short writes, held while plugged: nothing reaches the file.
+  dev->PlugWrites();
+  ASSERT_TRUE(write(1, 0, 1, &cookies[0]).ok());
+  ASSERT_TRUE(write(3, 1, 2, &cookies[1]).ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(SlotHolds(dev.get(), 1, 100, absl::ZeroDuration())) << "a plugged write started";
+  EXPECT_FALSE(SlotHolds(dev.get(), 4, 102, absl::ZeroDuration())) << "a plugged write started";
+  // Unplugging starts them.
+  dev->UnplugWrites();
+  ASSERT_TRUE(SlotHolds(dev.get(), 1, 100, absl::Seconds(10)));
+  ASSERT_TRUE(SlotHolds(dev.get(), 3, 101, absl::Seconds(10)));
+  ASSERT_TRUE(SlotHolds(dev.get(), 4, 102, absl::Seconds(10)));
+
+  // A full 64 KiB write is not held, and starts the short one held before it.
+  dev->PlugWrites();
+  ASSERT_TRUE(write(10, 3, 1, &cookies[2]).ok());
+  ASSERT_TRUE(write(20, 4, 16, &cookies[3]).ok());
+  ASSERT_TRUE(SlotHolds(dev.get(), 10, 103, absl::Seconds(10)));
+  ASSERT_TRUE(SlotHolds(dev.get(), 20, 104, absl::Seconds(10)));
+  ASSERT_TRUE(SlotHolds(dev.get(), 35, 119, absl::Seconds(10)));
+  // Unplugged, a short write starts at once.
+  dev->UnplugWrites();
+  ASSERT_TRUE(write(40, 0, 1, &cookies[4]).ok());
+  ASSERT_TRUE(SlotHolds(dev.get(), 40, 100, absl::Seconds(10)));
+
+  // Every write completes once, in full (each has landed: none is missing).
+  std::vector<io::Completion> done;
+  while (done.size() < 5) dev->Reap(&done);
+  ASSERT_EQ(done.size(), 5u);
+  const int64_t want[5] = {1, 2, 1, 16, 1};
+  for (const io::Completion& c : done) {
+    const int i = static_cast<int>(static_cast<int*>(c.cookie) - cookies);
+    ASSERT_TRUE(i >= 0 && i < 5);
+    EXPECT_EQ(c.result, want[i] * static_cast<int64_t>(kPage)) << "write " << i;
+  }
+
+  dev.reset();
+  free(buf);
   rmdir(dir);
 }
 

@@ -452,6 +452,8 @@ class FaultySwapDev final : public io::SwapDev {
 
   bool async_reads() const override { return real_->async_reads(); }
   void RegisterBuffer(void* base, size_t len) override { real_->RegisterBuffer(base, len); }
+  void PlugWrites() override { real_->PlugWrites(); }
+  void UnplugWrites() override { real_->UnplugWrites(); }
 
   // The same faults as Read, injected into the completion of a read the
   // real device performs; latency delays the completion.

@@ -7,8 +7,8 @@
 // The real device is UringSwapDev (io_uring, O_DIRECT); tests substitute
 // devices that inject errors, short transfers and latency.
 //
-// Thread safety: SubmitWrite is called by one thread at a time (the page
-// daemon); Reap by the aiodone thread only; Read and Kick by any thread;
+// Thread safety: SubmitWrite, PlugWrites and UnplugWrites are called by one
+// thread at a time (the page daemon); Reap by the aiodone thread only; Read and Kick by any thread;
 // SubmitRead, once TakeReadCompletions took its completions, and ReapReads by
 // one thread (the fault reader).
 #ifndef UVMRT_IO_SWAPDEV_H_
@@ -42,6 +42,14 @@ class SwapDev {
   // transient failure: VM_PAGER_AGAIN).  The completion carries `cookie`.
   // => one caller at a time; iov stays valid until the completion is reaped.
   virtual absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) = 0;
+
+  // Between PlugWrites and UnplugWrites, the device may hold writes and
+  // start several with one submission (one notification of the device),
+  // as the block layer's plug; UnplugWrites starts every write held.
+  // Optional: by default every write starts at once.
+  // => the thread that calls SubmitWrite.
+  virtual void PlugWrites() {}
+  virtual void UnplugWrites() {}
 
   // Waits until at least one I/O completes or Kick() is called, then
   // appends every available completion to *out.

@@ -22,6 +22,11 @@ constexpr uint64_t kKickCookie = ~uint64_t{0};
 constexpr uint64_t kReadTag = 1;
 // Asynchronous reads in flight at most (fault-around and read-ahead runs).
 constexpr unsigned kReadRingDepth = 128;
+// Plugged writes are held until they add up to this much: short writes
+// (random pageouts, a few pages each) share one notification of the device,
+// while a full cluster, for which the daemon would hold back its frees, goes
+// at once.
+constexpr uint64_t kWritePlugBytes = 64 << 10;
 
 std::string errstr(int e) {
   return strerror(e);
@@ -232,7 +237,7 @@ void UringSwapDev::prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, 
 }
 
 absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
-                                    const iovec* iov, int iovcnt, uint64_t data) {
+                                    const iovec* iov, int iovcnt, uint64_t data, bool hold) {
   io_uring_sqe* sqe = io_uring_get_sqe(ring);
   if (sqe == nullptr) {
     io_uring_submit(ring);
@@ -241,6 +246,7 @@ absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool w
   }
   prep_io(sqe, regs, write, slot, iov, iovcnt);
   io_uring_sqe_set_data64(sqe, data);
+  if (hold) return absl::OkStatus();
   const int ret = io_uring_submit(ring);
   if (ret >= 0) return absl::OkStatus();
   if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
@@ -285,9 +291,33 @@ absl::Status UringSwapDev::submit(bool write, uint64_t slot, const iovec* iov, i
   if (inflight_ >= depth_) {
     return absl::UnavailableError("swap queue full");
   }
-  absl::Status st = queue_io(&wring_, wring_regs_, write, slot, iov, iovcnt, data);
-  if (st.ok()) inflight_++;
+  // A plugged write is held while the writes held add up to less than
+  // kWritePlugBytes; the write that is not held submits those that were.
+  uint64_t len = 0;
+  for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
+  const bool hold = write && wplugged_ && wheld_ + len < kWritePlugBytes;
+  absl::Status st = queue_io(&wring_, wring_regs_, write, slot, iov, iovcnt, data, hold);
+  if (st.ok()) {
+    inflight_++;
+    wheld_ = hold ? wheld_ + len : 0;
+  }
   return st;
+}
+
+void UringSwapDev::PlugWrites() {
+  MutexLock l(&sq_lock_);
+  wplugged_ = true;
+}
+
+void UringSwapDev::UnplugWrites() {
+  MutexLock l(&sq_lock_);
+  wplugged_ = false;
+  if (wheld_ == 0) return;
+  wheld_ = 0;
+  // Submitted with the next submission if this one fails (the entries stay
+  // queued); only a kernel short of memory refuses one.
+  const int ret = io_uring_submit(&wring_);
+  if (ret < 0) logger()->warn("uvmrt: io_uring_submit of held writes: {}", errstr(-ret));
 }
 
 void UringSwapDev::Reap(std::vector<Completion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -329,6 +359,7 @@ void UringSwapDev::Kick() {
   io_uring_prep_nop(sqe);
   io_uring_sqe_set_data64(sqe, kKickCookie);
   io_uring_submit(&wring_);
+  wheld_ = 0;  // submitted with the kick
 }
 
 absl::StatusOr<UringSwapDev::ReadRing*> UringSwapDev::get_read_ring() {

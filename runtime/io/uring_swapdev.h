@@ -46,6 +46,8 @@ class UringSwapDev final : public SwapDev {
   absl::Status SubmitWrite(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
   void Reap(std::vector<Completion>* out) override;
   void Kick() override;
+  void PlugWrites() override;
+  void UnplugWrites() override;
   absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override;
   bool async_reads() const override { return true; }
   absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
@@ -83,12 +85,12 @@ class UringSwapDev final : public SwapDev {
   // => caller holds the lock of the ring's submission side.
   void prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot, const iovec* iov,
                int iovcnt) const;
-  // Queues one read or write on `ring` and submits it; `data` is its tagged
-  // cookie.  A shortage of kernel resources is transient (Unavailable: try
-  // again later).
+  // Queues one read or write on `ring` and, unless `hold`, submits it with
+  // any held before; `data` is its tagged cookie.  A shortage of kernel
+  // resources is transient (Unavailable: try again later).
   // => caller holds the lock of `ring`'s submission side.
   absl::Status queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
-                        const iovec* iov, int iovcnt, uint64_t data);
+                        const iovec* iov, int iovcnt, uint64_t data, bool hold = false);
   // Queues one read or write on the shared ring (queue_io); `data` is its
   // tagged cookie.
   absl::Status submit(bool write, uint64_t slot, const iovec* iov, int iovcnt, uint64_t data);
@@ -113,6 +115,10 @@ class UringSwapDev final : public SwapDev {
   bool wring_ok_ = false;
   unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
   unsigned depth_ = 0;
+  // Bytes of writes queued and not yet submitted while plugged
+  // (PlugWrites).
+  bool wplugged_ ABSL_GUARDED_BY(sq_lock_) = false;
+  uint64_t wheld_ ABSL_GUARDED_BY(sq_lock_) = 0;
 
   // The asynchronous read ring, once TakeReadCompletions made it: one
   // thread submits and reaps (the lock is never contended).

@@ -176,6 +176,8 @@ void Uvm::uvmpd_scan_inactive() {
   int dirtyreacts = 0;
   const int64_t freetarg = get(uvmexp_.freetarg);
 
+  // The pass's cluster writes go to the device several at a time.
+  dev_->PlugWrites();
   pageqlock_.Lock();
   page_inactive_.insert_head(&iter);
   for (;;) {
@@ -281,6 +283,7 @@ void Uvm::uvmpd_scan_inactive() {
   uvmpd_free_batch(fb);
   // the final pageout of a partial cluster.
   swapcluster_flush(&swc);
+  dev_->UnplugWrites();
 }
 
 /*
