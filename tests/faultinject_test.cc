@@ -808,6 +808,62 @@ TEST(FaultInject, RealDevicePluggedWritesAreHeldUntilUnplugged) {
   rmdir(dir);
 }
 
+// A submission the kernel refuses (no memory for the request) is retried,
+// and one still refused after that is never given up: a write goes with
+// the next submission, and a read's ring is closed, so the read never lands
+// in memory its caller has moved on from, nor completes another read.
+TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
+  char dir[] = "/tmp/uvmrt-refused-XXXXXX";
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
+  char* buf = static_cast<char*>(aligned_alloc(kPage, 4 * kPage));
+  ASSERT_NE(buf, nullptr);
+  fill_page(buf, 200, 1);
+  fill_page(buf + kPage, 201, 1);
+
+  // Refused a few times: retried, and written.
+  dev->InjectSubmitFailures(3);
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 1, {{buf, kPage}}));
+  // Refused for good: queued all the same, and started by the next
+  // submission.
+  dev->InjectSubmitFailures(1 << 30);
+  iovec w{buf + kPage, kPage};
+  int cookie = 0;
+  ASSERT_TRUE(dev->SubmitWrite(2, &w, 1, &cookie).ok());
+  dev->InjectSubmitFailures(0);
+  dev->UnplugWrites();
+  std::vector<io::Completion> done;
+  while (done.empty()) dev->Reap(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].cookie, &cookie);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(kPage));
+
+  // A read refused a few times is retried.
+  char* r1 = buf + 2 * kPage;
+  char* r2 = buf + 3 * kPage;
+  iovec v1{r1, kPage}, v2{r2, kPage};
+  dev->InjectSubmitFailures(3);
+  ASSERT_TRUE(dev->Read(1, &v1, 1).ok());
+  EXPECT_EQ(check_page(r1, 200, 1), -1);
+  // A read refused for good fails; its memory is never written after that.
+  memset(r1, 0x5A, kPage);
+  dev->InjectSubmitFailures(1 << 30);
+  absl::Status st = dev->Read(1, &v1, 1);
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
+  dev->InjectSubmitFailures(0);
+  ASSERT_TRUE(dev->Read(2, &v2, 1).ok());
+  EXPECT_EQ(check_page(r2, 201, 1), -1);
+  absl::SleepFor(absl::Milliseconds(50));
+  for (uint64_t i = 0; i < kPage; i++) {
+    ASSERT_EQ(static_cast<unsigned char>(r1[i]), 0x5A) << "the refused read landed, byte " << i;
+  }
+
+  dev.reset();
+  free(buf);
+  rmdir(dir);
+}
+
 // A buffer the kernel will not register (a shared mapping of a file on a
 // disk filesystem, which cannot be pinned for long) leaves the device doing
 // vectored I/O of it, with the same data.

@@ -11,6 +11,8 @@
 #include <cstdlib>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "runtime/log.h"
 
 namespace uvmrt::io {
@@ -22,6 +24,10 @@ constexpr uint64_t kKickCookie = ~uint64_t{0};
 constexpr uint64_t kReadTag = 1;
 // Asynchronous reads in flight at most (fault-around and read-ahead runs).
 constexpr unsigned kReadRingDepth = 128;
+// How long a refused submission is retried.  io_uring_enter refuses one
+// when the kernel has no memory for a request (EAGAIN, ENOMEM) or its
+// completions have overflowed (EBUSY): a shortage that passes.
+constexpr absl::Duration kSubmitRetry = absl::Milliseconds(100);
 // Plugged writes are held until they add up to this much: short writes
 // (random pageouts, a few pages each) share one notification of the device,
 // while a full cluster, for which the daemon would hold back its frees, goes
@@ -247,12 +253,33 @@ absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool w
   prep_io(sqe, regs, write, slot, iov, iovcnt);
   io_uring_sqe_set_data64(sqe, data);
   if (hold) return absl::OkStatus();
-  const int ret = io_uring_submit(ring);
-  if (ret >= 0) return absl::OkStatus();
-  if (ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM) {
-    return absl::UnavailableError("swap submission deferred: " + errstr(-ret));
+  // Once queued, the I/O is started: a refused submission leaves it in the
+  // queue, and the ring's next submission takes it, so it is never given
+  // back to the caller as not started.
+  const int ret = submit_retrying(ring, 0);
+  if (ret < 0) {
+    logger()->error("uvmrt: io_uring_submit: {}; the I/O goes with the ring's next submission",
+                    errstr(-ret));
   }
-  return absl::InternalError("io_uring_submit: " + errstr(-ret));
+  return absl::OkStatus();
+}
+
+int UringSwapDev::submit_retrying(io_uring* ring, unsigned wait_nr) {
+  auto submit = [&] {
+    if (int n = fail_submits_.load(std::memory_order_relaxed); n > 0) {
+      fail_submits_.store(n - 1, std::memory_order_relaxed);
+      return -EAGAIN;
+    }
+    return wait_nr > 0 ? io_uring_submit_and_wait(ring, wait_nr) : io_uring_submit(ring);
+  };
+  int ret = submit();
+  const absl::Time deadline = absl::Now() + kSubmitRetry;
+  while ((ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM || ret == -EINTR) &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Microseconds(100));
+    ret = submit();
+  }
+  return ret;
 }
 
 int UringSwapDev::TakeReadCompletions() {
@@ -312,12 +339,14 @@ void UringSwapDev::PlugWrites() {
 void UringSwapDev::UnplugWrites() {
   MutexLock l(&sq_lock_);
   wplugged_ = false;
-  if (wheld_ == 0) return;
   wheld_ = 0;
-  // Submitted with the next submission if this one fails (the entries stay
-  // queued); only a kernel short of memory refuses one.
-  const int ret = io_uring_submit(&wring_);
-  if (ret < 0) logger()->warn("uvmrt: io_uring_submit of held writes: {}", errstr(-ret));
+  // The writes held, and any a refused submission left queued.
+  if (io_uring_sq_ready(&wring_) == 0) return;
+  const int ret = submit_retrying(&wring_, 0);
+  if (ret < 0) {
+    logger()->error("uvmrt: io_uring_submit of held writes: {}; they go with the next submission",
+                    errstr(-ret));
+  }
 }
 
 void UringSwapDev::Reap(std::vector<Completion>* out) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -358,7 +387,7 @@ void UringSwapDev::Kick() {
   }
   io_uring_prep_nop(sqe);
   io_uring_sqe_set_data64(sqe, kKickCookie);
-  io_uring_submit(&wring_);
+  if (submit_retrying(&wring_, 0) < 0) logger()->error("uvmrt: io_uring_submit of a kick failed");
   wheld_ = 0;  // submitted with the kick
 }
 
@@ -383,6 +412,16 @@ void UringSwapDev::put_read_ring(ReadRing* ring) {
   read_free_.push_back(ring);
 }
 
+void UringSwapDev::discard_read_ring(ReadRing* ring) {
+  MutexLock l(&read_lock_);
+  io_uring_queue_exit(&ring->ring);
+  std::erase_if(read_all_, [ring](const std::unique_ptr<ReadRing>& r) { return r.get() == ring; });
+}
+
+void UringSwapDev::InjectSubmitFailures(int n) {
+  fail_submits_.store(n, std::memory_order_relaxed);
+}
+
 absl::Status UringSwapDev::Read(uint64_t slot, const iovec* iov, int iovcnt) {
   if (slot == 0 || slot + static_cast<uint64_t>(iovcnt) > nslots_ + 1) {
     return absl::OutOfRangeError(absl::StrFormat("swap read of slot %d out of range", slot));
@@ -394,7 +433,7 @@ absl::Status UringSwapDev::Read(uint64_t slot, const iovec* iov, int iovcnt) {
   for (int i = 0; i < iovcnt; i++) want += iov[i].iov_len;
   io_uring_sqe* sqe = io_uring_get_sqe(ring);
   prep_io(sqe, (*rr)->regs, /*write=*/false, slot, iov, iovcnt);
-  int ret = io_uring_submit_and_wait(ring, 1);
+  int ret = submit_retrying(ring, 1);
   io_uring_cqe* cqe = nullptr;
   if (ret >= 0) {
     do {
@@ -402,8 +441,15 @@ absl::Status UringSwapDev::Read(uint64_t slot, const iovec* iov, int iovcnt) {
     } while (ret == -EINTR);
   }
   int64_t res = ret < 0 ? ret : cqe->res;
-  if (ret >= 0) io_uring_cqe_seen(ring, cqe);
-  put_read_ring(*rr);
+  if (ret >= 0) {
+    io_uring_cqe_seen(ring, cqe);
+    put_read_ring(*rr);
+  } else {
+    // A read still queued goes with its ring and never runs into memory
+    // the caller has moved on from.  (One in flight, after a failed wait,
+    // cannot be stopped, but its completion is handed to no other read.)
+    discard_read_ring(*rr);
+  }
   if (res < 0) {
     return absl::DataLossError(
         absl::StrFormat("swap read of slot %d failed: %s", slot, errstr(static_cast<int>(-res))));

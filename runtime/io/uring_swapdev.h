@@ -17,6 +17,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,10 @@ class UringSwapDev final : public SwapDev {
   const std::string& path() const { return path_; }
   bool direct() const { return direct_; }
 
+  // Testing: the next `n` submissions are refused as by a kernel short of
+  // memory (EAGAIN), before they reach the kernel.
+  void InjectSubmitFailures(int n);
+
  private:
   UringSwapDev() = default;
 
@@ -86,8 +91,9 @@ class UringSwapDev final : public SwapDev {
   void prep_io(io_uring_sqe* sqe, const RingRegs& regs, bool write, uint64_t slot, const iovec* iov,
                int iovcnt) const;
   // Queues one read or write on `ring` and, unless `hold`, submits it with
-  // any held before; `data` is its tagged cookie.  A shortage of kernel
-  // resources is transient (Unavailable: try again later).
+  // any held before; `data` is its tagged cookie.  Unavailable (try again
+  // later) only if the submission queue is full: once queued, the I/O is
+  // started, as a refused submission leaves it queued for the next.
   // => caller holds the lock of `ring`'s submission side.
   absl::Status queue_io(io_uring* ring, const RingRegs& regs, bool write, uint64_t slot,
                         const iovec* iov, int iovcnt, uint64_t data, bool hold = false);
@@ -96,6 +102,14 @@ class UringSwapDev final : public SwapDev {
   absl::Status submit(bool write, uint64_t slot, const iovec* iov, int iovcnt, uint64_t data);
   absl::StatusOr<ReadRing*> get_read_ring();
   void put_read_ring(ReadRing* ring);
+  // Closes a borrowed ring whose read may still be queued (or, after a
+  // failed wait, in flight), so that no later read uses it.
+  void discard_read_ring(ReadRing* ring);
+  // io_uring_submit (io_uring_submit_and_wait if wait_nr > 0), retried
+  // while the kernel refuses it for want of resources, up to kSubmitRetry.
+  // => caller holds the lock of `ring`'s submission side, or has borrowed
+  //    it.
+  int submit_retrying(io_uring* ring, unsigned wait_nr);
 
   int fd_ = -1;
   bool direct_ = true;
@@ -127,6 +141,8 @@ class UringSwapDev final : public SwapDev {
   RingRegs rring_regs_ ABSL_GUARDED_BY(rring_lock_);
   bool rring_ok_ = false;
   unsigned rring_inflight_ ABSL_GUARDED_BY(rring_lock_) = 0;
+
+  std::atomic<int> fail_submits_{0};  // InjectSubmitFailures
 
   Mutex read_lock_;
   std::vector<ReadRing*> read_free_ ABSL_GUARDED_BY(read_lock_);
