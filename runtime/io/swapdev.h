@@ -8,9 +8,9 @@
 // devices that inject errors, short transfers and latency.
 //
 // Thread safety: SubmitWrite, PlugWrites and UnplugWrites are called by one
-// thread at a time (the page daemon); Reap by the aiodone thread only; Read and Kick by any thread;
-// SubmitRead, once TakeReadCompletions took its completions, and ReapReads by
-// one thread (the fault reader).
+// thread at a time (the page daemon); Reap by the aiodone thread only; Read
+// and Kick by any thread; SubmitRead, once TakeReadCompletions took its
+// completions, and ReapReads by one thread (the fault reader).
 #ifndef UVMRT_IO_SWAPDEV_H_
 #define UVMRT_IO_SWAPDEV_H_
 

@@ -1,7 +1,8 @@
 // uring_swapdev.h: the swap device on a file, through io_uring with O_DIRECT.
 //
-// Cluster writes go through one ring that the page daemon submits to and
-// the aiodone thread reaps.  Asynchronous swap-in reads go through it too,
+// Cluster writes go through one ring that the page daemon submits to
+// (short ones several at a time, while it plugs them) and the aiodone
+// thread reaps.  Asynchronous swap-in reads go through it too,
 // unless TakeReadCompletions gave them a ring of their own, which the fault
 // reader both submits to and reaps: io_uring finishes a read in the
 // submitting thread (task work), so a read reaped by another thread costs a
