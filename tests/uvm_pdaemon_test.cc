@@ -1295,7 +1295,7 @@ TEST_F(PdaemonTest, ReadSwapInMapsWritableOnceSwappedInPagesGetWritten) {
 
 // The score behind the prediction: written swap-ins raise it, clean
 // evictions lower it, and every 16th swap-in is mapped clean to keep
-// learning.
+// learning (every 64th while the score is at its maximum).
 TEST(RegionWritePrediction, FollowsWritesAndCleanEvictions) {
   Region r(0, 64, 0);
   EXPECT_FALSE(r.swapin_map_dirty());  // swap-in 0
@@ -1309,6 +1309,18 @@ TEST(RegionWritePrediction, FollowsWritesAndCleanEvictions) {
   for (int i = 0; i < 1000; i++) r.note_written_after_swapin();
   for (int i = 0; i < 64; i++) r.note_evicted_clean();
   EXPECT_FALSE(r.swapin_map_dirty()) << "the score saturates: 64 clean evictions undo any run";
+
+  // At its maximum, a probe every 64th swap-in; one clean eviction, and
+  // every 16th again.
+  for (int i = 0; i < 1000; i++) r.note_written_after_swapin();
+  uint32_t n = 20;  // swap-ins so far
+  int probes = 0;
+  for (; n < 256; n++) probes += r.swapin_map_dirty() ? 0 : 1;
+  EXPECT_EQ(probes, 3) << "swap-ins 64, 128 and 192";
+  r.note_evicted_clean();
+  probes = 0;
+  for (; n < 320; n++) probes += r.swapin_map_dirty() ? 0 : 1;
+  EXPECT_EQ(probes, 4) << "swap-ins 256, 272, 288 and 304";
 }
 
 // The first write to a clean mapped page (FAULT_WP) makes it dirty and lifts

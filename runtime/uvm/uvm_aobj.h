@@ -93,13 +93,18 @@ class Region : public std::enable_shared_from_this<Region> {
   // mostly get written (first-write faults) has its swap-ins mapped
   // writable, as dirty, while one whose swapped-in pages mostly leave
   // clean (freed by the daemon without a write) keeps mapping them clean.
-  // Every 16th swap-in is mapped clean regardless, so the score keeps
-  // learning after the workload changes.
+  // Every 16th swap-in is mapped clean regardless (a probe), so the score
+  // keeps learning after the workload changes; every 64th while the score
+  // is saturated, since each probe that gets written is a write fault.  The
+  // first probe evicted clean takes the score off its maximum, and the
+  // probes back to every 16th.
   void note_written_after_swapin() { bump_wscore(+1); }
   void note_evicted_clean() { bump_wscore(-1); }
   bool swapin_map_dirty() {
     const uint32_t n = swapins_.fetch_add(1, std::memory_order_relaxed);
-    return (n & 15) != 0 && wscore_.load(std::memory_order_relaxed) > 0;
+    const int w = wscore_.load(std::memory_order_relaxed);
+    const uint32_t probe = w >= kWscoreMax ? kProbeSaturated : kProbeLearning;
+    return (n & (probe - 1)) != 0 && w > 0;
   }
 
   // Pages the application unmapped (munmap, or mremap away) while the region
@@ -137,6 +142,10 @@ class Region : public std::enable_shared_from_this<Region> {
   std::atomic<int> wscore_{0};  // in [-kWscoreMax, kWscoreMax]
   std::atomic<uint32_t> swapins_{0};
   static constexpr int kWscoreMax = 64;
+  // Swap-ins per clean probe (powers of two): while the score is below its
+  // maximum, and at it.
+  static constexpr uint32_t kProbeLearning = 16;
+  static constexpr uint32_t kProbeSaturated = 64;
   void bump_wscore(int d) {
     const int v = wscore_.load(std::memory_order_relaxed);
     if ((d > 0 && v < kWscoreMax) || (d < 0 && v > -kWscoreMax)) {
