@@ -105,7 +105,8 @@ class UringSwapDev final : public SwapDev {
   void put_read_ring(ReadRing* ring);
   // Closes a borrowed ring whose read may still be queued (or, after a
   // failed wait, in flight), so that no later read uses it.
-  void discard_read_ring(ReadRing* ring);
+  // => the thread that borrowed it (get_read_ring); takes read_lock_.
+  void discard_read_ring(ReadRing* ring) ABSL_LOCKS_EXCLUDED(read_lock_);
   // io_uring_submit (io_uring_submit_and_wait if wait_nr > 0), retried
   // while the kernel refuses it for want of resources, up to kSubmitRetry.
   // => caller holds the lock of `ring`'s submission side, or has borrowed
