@@ -301,7 +301,11 @@ void RuntimeImpl::reader_loop() {
   // A negative descriptor is ignored by poll.
   pollfd fds[3] = {{pmap->uffd(), POLLIN, 0}, {stopfd, POLLIN, 0}, {readfd, POLLIN, 0}};
   for (;;) {
-    int pr = poll(fds, 3, -1);
+    // A swap-in read a refused submission left queued on the reader's ring
+    // would wait for the ring's next submission, which may never come: it
+    // is submitted again every millisecond until the kernel takes it.
+    const int timeout = readfd >= 0 && uvm->uvm_swapin_submit_queued() ? 1 : -1;
+    int pr = poll(fds, 3, timeout);
     if (pr < 0) {
       if (errno == EINTR) continue;
       logger()->critical("uvmrt: userfaultfd reader: poll: {}", strerror(errno));

@@ -4,6 +4,7 @@
 // application wrote must read back, or the one touching thread must get
 // SIGBUS for the one page whose swap-in failed.
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -603,16 +604,22 @@ void OpenRealDevice(char* tmpl, uint64_t pages, std::string* path,
   *dev = std::move(*opened);
 }
 
+// Waits for the one write in flight, whose cookie is `cookie`, and checks
+// that it wrote `pages` pages in full.
+void ReapOneWrite(io::SwapDev* dev, const int* cookie, uint64_t pages, uint64_t slot) {
+  std::vector<io::Completion> done;
+  while (done.empty()) dev->Reap(&done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].cookie, cookie);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(pages * kPage)) << "slot " << slot;
+}
+
 // Writes the pages of iov to slots slot, slot + 1, ... and waits until the
 // write has completed, in full.
 void WriteSlots(io::SwapDev* dev, uint64_t slot, const std::vector<iovec>& iov) {
   int cookie = 0;
   ASSERT_TRUE(dev->SubmitWrite(slot, iov.data(), static_cast<int>(iov.size()), &cookie).ok());
-  std::vector<io::Completion> done;
-  while (done.empty()) dev->Reap(&done);
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].cookie, &cookie);
-  EXPECT_EQ(done[0].result, static_cast<int64_t>(iov.size() * kPage)) << "slot " << slot;
+  ReapOneWrite(dev, &cookie, iov.size(), slot);
 }
 
 // The real device turns a short read into an error: the file is cut under it.
@@ -833,11 +840,7 @@ TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
   ASSERT_TRUE(dev->SubmitWrite(2, &w, 1, &cookie).ok());
   dev->InjectSubmitFailures(0);
   dev->UnplugWrites();
-  std::vector<io::Completion> done;
-  while (done.empty()) dev->Reap(&done);
-  ASSERT_EQ(done.size(), 1u);
-  EXPECT_EQ(done[0].cookie, &cookie);
-  EXPECT_EQ(done[0].result, static_cast<int64_t>(kPage));
+  ASSERT_NO_FATAL_FAILURE(ReapOneWrite(dev.get(), &cookie, 1, 2));
 
   // A read refused a few times is retried.
   char* r1 = buf + 2 * kPage;
@@ -862,6 +865,98 @@ TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
   dev.reset();
   free(buf);
   rmdir(dir);
+}
+
+// An I/O refused for good is queued all the same, and goes once the kernel
+// takes it though no other submission comes to carry it: SubmitQueued (the
+// page daemon, at every wake) starts a write, SubmitQueuedReads (the fault
+// reader, while it returns true) a read whose completion ReapReads returns.
+TEST(FaultInject, RealDeviceRefusedIoIsSubmittedLater) {
+  char dir[] = "/tmp/uvmrt-queued-XXXXXX";
+  std::string path;
+  std::unique_ptr<io::UringSwapDev> dev;
+  ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
+  const int readfd = dev->TakeReadCompletions();
+  ASSERT_GE(readfd, 0);
+  char* buf = static_cast<char*>(aligned_alloc(kPage, 3 * kPage));
+  ASSERT_NE(buf, nullptr);
+  fill_page(buf, 300, 1);
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 3, {{buf, kPage}}));
+  fill_page(buf + kPage, 301, 1);
+  char* r = buf + 2 * kPage;
+  memset(r, 0, kPage);
+
+  dev->InjectSubmitFailures(1 << 30);
+  iovec w{buf + kPage, kPage}, v{r, kPage};
+  int wcookie = 0, rcookie = 0;
+  ASSERT_TRUE(dev->SubmitWrite(4, &w, 1, &wcookie).ok());
+  ASSERT_TRUE(dev->SubmitRead(3, &v, 1, &rcookie).ok());
+  // Refused again: still queued.
+  dev->SubmitQueued();
+  EXPECT_TRUE(dev->SubmitQueuedReads());
+  dev->InjectSubmitFailures(0);
+  dev->SubmitQueued();
+  EXPECT_FALSE(dev->SubmitQueuedReads());
+
+  std::vector<io::Completion> done;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (done.empty() && absl::Now() < deadline) {
+    pollfd p{readfd, POLLIN, 0};
+    poll(&p, 1, 10);
+    dev->ReapReads(&done);
+  }
+  ASSERT_EQ(done.size(), 1u) << "the refused read never started";
+  EXPECT_EQ(done[0].cookie, &rcookie);
+  EXPECT_EQ(done[0].result, static_cast<int64_t>(kPage));
+  EXPECT_EQ(check_page(r, 300, 1), -1);
+  // Read back on a ring of its own, which carries nothing queued on the
+  // shared one.
+  ASSERT_TRUE(SlotHolds(dev.get(), 4, 301, absl::Seconds(10))) << "the refused write never started";
+  ASSERT_NO_FATAL_FAILURE(ReapOneWrite(dev.get(), &wcookie, 1, 4));
+
+  dev.reset();
+  free(buf);
+  rmdir(dir);
+}
+
+// A swap-in read the kernel refuses for good stays queued on the fault
+// reader's ring, and the reader submits it once the kernel takes it,
+// though the faulting thread, blocked on it, starts no other read that
+// would carry it.  The page daemon's writes refused meanwhile go too.
+TEST(FaultInject, RefusedSwapInReadStartsOnceTheKernelTakesIt) {
+  io::UringSwapDev* real = nullptr;
+  Options o = FaultOptions();
+  o.in_thread_faults = false;  // the fault reader starts the swap-ins
+  auto created = internal::CreateWithSwapDev(o, [&](std::unique_ptr<io::SwapDev> d) {
+    real = dynamic_cast<io::UringSwapDev*>(d.get());
+    return d;
+  });
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_NE(real, nullptr);
+  std::unique_ptr<Runtime> rt = std::move(*created);
+  Mapped m = MapRegion(rt.get(), 3 * FaultBudget());
+  WriteAll(m);
+  absl::SleepFor(absl::Milliseconds(300));  // the page daemon's last pass
+
+  real->InjectSubmitFailures(1 << 30);
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> bad{0};
+  std::thread t([&] {
+    bad = check_page(m.page(0), 0, m.gen[0]);
+    done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_FALSE(done.load()) << "page 0 was resident: no read was refused";
+  real->InjectSubmitFailures(0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!done.load() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(done.load()) << "the refused swap-in read was not submitted again";
+  // Otherwise the read of a page of another chunk carries it.
+  if (!done.load()) (void)check_page(m.page(1031), 1031, m.gen[1031]);
+  t.join();
+  EXPECT_EQ(bad.load(), -1);
+  EXPECT_EQ(VerifyAll(m), -1);
+  ASSERT_TRUE(rt->Unmap(m.base, m.npages * kPage).ok());
 }
 
 // A buffer the kernel will not register (a shared mapping of a file on a

@@ -454,6 +454,7 @@ class FaultySwapDev final : public io::SwapDev {
   void RegisterBuffer(void* base, size_t len) override { real_->RegisterBuffer(base, len); }
   void PlugWrites() override { real_->PlugWrites(); }
   void UnplugWrites() override { real_->UnplugWrites(); }
+  void SubmitQueued() override { real_->SubmitQueued(); }
 
   // The same faults as Read, injected into the completion of a read the
   // real device performs; latency delays the completion.

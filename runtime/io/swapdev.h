@@ -8,9 +8,10 @@
 // devices that inject errors, short transfers and latency.
 //
 // Thread safety: SubmitWrite, PlugWrites and UnplugWrites are called by one
-// thread at a time (the page daemon); Reap by the aiodone thread only; Read
-// and Kick by any thread; SubmitRead, once TakeReadCompletions took its
-// completions, and ReapReads by one thread (the fault reader).
+// thread at a time (the page daemon); Reap by the aiodone thread only; Read,
+// Kick and SubmitQueued by any thread; SubmitRead, once TakeReadCompletions
+// took its completions, ReapReads and SubmitQueuedReads by one thread (the
+// fault reader).
 #ifndef UVMRT_IO_SWAPDEV_H_
 #define UVMRT_IO_SWAPDEV_H_
 
@@ -51,6 +52,15 @@ class SwapDev {
   virtual void PlugWrites() {}
   virtual void UnplugWrites() {}
 
+  // An I/O is started once queued: a submission the kernel refuses for want
+  // of memory leaves it queued for the next one, never handed back as not
+  // started.  SubmitQueued submits what is left queued on the shared ring
+  // (writes, and reads whose completions Reap returns), so that it starts
+  // though no other I/O comes to carry it; writes held while plugged stay
+  // held.  Optional.
+  // => any thread but the aiodone thread (the page daemon, at every wake).
+  virtual void SubmitQueued() {}
+
   // Waits until at least one I/O completes or Kick() is called, then
   // appends every available completion to *out.
   // => called by the aiodone thread only.
@@ -85,6 +95,10 @@ class SwapDev {
   // Appends every read completion available now to *out; never waits.
   // => the thread that called TakeReadCompletions.
   virtual void ReapReads(std::vector<Completion>* out) { (void)out; }
+  // SubmitQueued for the reads whose completions ReapReads returns; true
+  // if some are still queued, refused again: the caller comes back soon.
+  // => the thread that called TakeReadCompletions.
+  virtual bool SubmitQueuedReads() { return false; }
 
   // Names the memory most reads and writes use (the bounce pages), which
   // stays mapped as long as the device is used: a device may register it

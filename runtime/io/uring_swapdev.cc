@@ -258,28 +258,47 @@ absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool w
   // back to the caller as not started.
   const int ret = submit_retrying(ring, 0);
   if (ret < 0) {
-    logger()->error("uvmrt: io_uring_submit: {}; the I/O goes with the ring's next submission",
+    logger()->error("uvmrt: io_uring_submit: {}; the I/O stays queued, to be submitted again",
                     errstr(-ret));
   }
   return absl::OkStatus();
 }
 
+int UringSwapDev::submit_once(io_uring* ring, unsigned wait_nr) {
+  if (int n = fail_submits_.load(std::memory_order_relaxed); n > 0) {
+    fail_submits_.store(n - 1, std::memory_order_relaxed);
+    return -EAGAIN;
+  }
+  return wait_nr > 0 ? io_uring_submit_and_wait(ring, wait_nr) : io_uring_submit(ring);
+}
+
 int UringSwapDev::submit_retrying(io_uring* ring, unsigned wait_nr) {
-  auto submit = [&] {
-    if (int n = fail_submits_.load(std::memory_order_relaxed); n > 0) {
-      fail_submits_.store(n - 1, std::memory_order_relaxed);
-      return -EAGAIN;
-    }
-    return wait_nr > 0 ? io_uring_submit_and_wait(ring, wait_nr) : io_uring_submit(ring);
-  };
-  int ret = submit();
+  int ret = submit_once(ring, wait_nr);
   const absl::Time deadline = absl::Now() + kSubmitRetry;
   while ((ret == -EAGAIN || ret == -EBUSY || ret == -ENOMEM || ret == -EINTR) &&
          absl::Now() < deadline) {
     absl::SleepFor(absl::Microseconds(100));
-    ret = submit();
+    ret = submit_once(ring, wait_nr);
   }
   return ret;
+}
+
+void UringSwapDev::SubmitQueued() {
+  MutexLock l(&sq_lock_);
+  // While plugged, the page daemon's UnplugWrites submits what is queued.
+  if (!wring_ok_ || wplugged_ || io_uring_sq_ready(&wring_) == 0) return;
+  const int ret = submit_once(&wring_, 0);
+  if (ret < 0) logger()->debug("uvmrt: io_uring_submit of queued I/O: {}", errstr(-ret));
+}
+
+bool UringSwapDev::SubmitQueuedReads() {
+  MutexLock l(&rring_lock_);
+  if (!rring_ok_ || io_uring_sq_ready(&rring_) == 0) return false;
+  // One try: the reader must not wait here.  It comes back while this
+  // returns true.
+  const int ret = submit_once(&rring_, 0);
+  if (ret < 0) logger()->debug("uvmrt: io_uring_submit of queued reads: {}", errstr(-ret));
+  return io_uring_sq_ready(&rring_) > 0;
 }
 
 int UringSwapDev::TakeReadCompletions() {

@@ -50,11 +50,13 @@ class UringSwapDev final : public SwapDev {
   void Kick() override;
   void PlugWrites() override;
   void UnplugWrites() override;
+  void SubmitQueued() override;
   absl::Status Read(uint64_t slot, const iovec* iov, int iovcnt) override;
   bool async_reads() const override { return true; }
   absl::Status SubmitRead(uint64_t slot, const iovec* iov, int iovcnt, void* cookie) override;
   int TakeReadCompletions() override;
   void ReapReads(std::vector<Completion>* out) override;
+  bool SubmitQueuedReads() override;
   void RegisterBuffer(void* base, size_t len) override;
 
   // The file's path ("" for an unnamed O_TMPFILE file) and whether it is
@@ -112,6 +114,10 @@ class UringSwapDev final : public SwapDev {
   // => caller holds the lock of `ring`'s submission side, or has borrowed
   //    it.
   int submit_retrying(io_uring* ring, unsigned wait_nr);
+  // One io_uring_submit (io_uring_submit_and_wait if wait_nr > 0), or a
+  // refusal InjectSubmitFailures asked for.
+  // => as submit_retrying.
+  int submit_once(io_uring* ring, unsigned wait_nr);
 
   int fd_ = -1;
   bool direct_ = true;

@@ -283,6 +283,11 @@ class Uvm {
   // those that have (uvm_swapin_reap).
   // => the reaper thread; holds no lock.
   void uvm_swapin_reap_wait(int timeout_ms);
+  // Submits the swap-in reads a refused submission left queued
+  // (SwapDev::SubmitQueuedReads); true if some are still queued, and the
+  // reaper should call again soon.
+  // => the reaper thread; holds no lock.
+  bool uvm_swapin_submit_queued() { return dev_->SubmitQueuedReads(); }
 
   // Asynchronous swap-ins in flight.
   // => any thread.

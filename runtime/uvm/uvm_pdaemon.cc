@@ -58,6 +58,9 @@ void Uvm::uvm_pageout() {
     }
     if (stopping()) break;
     inc(uvmexp_.pdwoke);
+    // I/O a refused submission left queued goes now, at the latest 250 ms
+    // after the refusal, if no other submission took it.
+    dev_->SubmitQueued();
     uvmpd_pass();
     // if there's any free memory to be had, wake up any waiters.
     {
