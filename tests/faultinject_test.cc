@@ -589,19 +589,22 @@ TEST(FaultInject, SwapInErrorHitsOnlyItsPageUnderSequentialReadAhead) {
   EXPECT_TRUE(r.exited(kChildOk)) << r.Describe();
 }
 
-// A real swap device of `pages` pages, its file in a new temporary
-// directory made from `tmpl` (mkdtemp).  The file goes with the device; the
-// directory is the caller's to remove.
-void OpenRealDevice(char* tmpl, uint64_t pages, std::string* path,
+// A real swap device of `pages` pages, its file in `dir`; the file goes
+// with the device, which the caller destroys before `dir`.
+void OpenRealDevice(const TempDir& dir, uint64_t pages, std::string* path,
                     std::unique_ptr<io::UringSwapDev>* dev) {
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
   io::SwapFileOptions so;
-  so.path = std::string(tmpl) + "/swap";
+  so.path = dir.path() + "/swap";
   so.bytes = pages * kPage;
   auto opened = io::UringSwapDev::Open(so);
   ASSERT_TRUE(opened.ok()) << opened.status();
   *path = so.path;
   *dev = std::move(*opened);
+}
+
+// `n` page-aligned pages, freed when they go out of scope.
+std::unique_ptr<char[], void (*)(void*)> AlignedPages(size_t n) {
+  return {static_cast<char*>(aligned_alloc(kPage, n * kPage)), free};
 }
 
 // Waits for the one write in flight, whose cookie is `cookie`, and checks
@@ -624,26 +627,27 @@ void WriteSlots(io::SwapDev* dev, uint64_t slot, const std::vector<iovec>& iov) 
 
 // The real device turns a short read into an error: the file is cut under it.
 TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
-  char dir[] = "/tmp/uvmrt-shortread-XXXXXX";
+  TempDir dir("shortread");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
   const uint64_t last = dev->nslots();
   ASSERT_EQ(last, 15u);
 
-  void* buf = aligned_alloc(kPage, 2 * kPage);
+  auto bufp = AlignedPages(2);
+  char* buf = bufp.get();
   ASSERT_NE(buf, nullptr);
   fill_page(buf, 1, 1);
-  fill_page(static_cast<char*>(buf) + kPage, 2, 1);
-  ASSERT_NO_FATAL_FAILURE(
-      WriteSlots(dev.get(), last - 1, {{buf, kPage}, {static_cast<char*>(buf) + kPage, kPage}}));
+  fill_page(buf + kPage, 2, 1);
+  ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), last - 1, {{buf, kPage}, {buf + kPage, kPage}}));
 
-  void* rbuf = aligned_alloc(kPage, 2 * kPage);
+  auto rbufp = AlignedPages(2);
+  char* rbuf = rbufp.get();
   ASSERT_NE(rbuf, nullptr);
-  iovec r[2] = {{rbuf, kPage}, {static_cast<char*>(rbuf) + kPage, kPage}};
+  iovec r[2] = {{rbuf, kPage}, {rbuf + kPage, kPage}};
   ASSERT_TRUE(dev->Read(last - 1, r, 2).ok());
   EXPECT_EQ(check_page(rbuf, 1, 1), -1);
-  EXPECT_EQ(check_page(static_cast<char*>(rbuf) + kPage, 2, 1), -1);
+  EXPECT_EQ(check_page(rbuf + kPage, 2, 1), -1);
 
   // Cut the last slot off the file: a read of it, or across it, is short.
   const int fd = open(path.c_str(), O_RDWR);
@@ -659,25 +663,24 @@ TEST(FaultInject, RealDeviceShortReadIsDataLoss) {
   EXPECT_EQ(dev->Read(last + 1, r, 1).code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(dev->Read(0, r, 1).code(), absl::StatusCode::kOutOfRange);
 
-  free(buf);
-  free(rbuf);
   dev.reset();
   struct stat sb;
   EXPECT_NE(stat(path.c_str(), &sb), 0) << "the swap file was not removed";
-  rmdir(dir);
 }
 
 // The real device with its buffer registered: I/Os of pages in a row inside
 // it go as fixed-buffer I/Os, the others as vectored ones, and each moves
 // the right pages to the right slots.
 TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
-  char dir[] = "/tmp/uvmrt-fixedbuf-XXXXXX";
+  TempDir dir("fixedbuf");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 32, &path, &dev));
   constexpr int kBuf = 8;
-  char* buf = static_cast<char*>(aligned_alloc(kPage, kBuf * kPage));
-  char* other = static_cast<char*>(aligned_alloc(kPage, 4 * kPage));
+  auto bufp = AlignedPages(kBuf);
+  auto otherp = AlignedPages(4);
+  char* buf = bufp.get();
+  char* other = otherp.get();
   ASSERT_NE(buf, nullptr);
   ASSERT_NE(other, nullptr);
   dev->RegisterBuffer(buf, kBuf * kPage);
@@ -731,16 +734,14 @@ TEST(FaultInject, RealDeviceRegisteredBufferMovesTheRightData) {
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << st;
 
   dev.reset();
-  free(buf);
-  free(other);
-  rmdir(dir);
 }
 
 // Whether slot `slot` of the real device holds page `tag` (a synchronous
 // read, on a ring of its own: it reaps nothing of the writes), checked
 // until it does or `wait` has passed.
 bool SlotHolds(io::SwapDev* dev, uint64_t slot, uint64_t tag, absl::Duration wait) {
-  char* buf = static_cast<char*>(aligned_alloc(kPage, kPage));
+  auto bufp = AlignedPages(1);
+  char* buf = bufp.get();
   const absl::Time deadline = absl::Now() + wait;
   bool holds = false;
   for (;;) {
@@ -749,19 +750,19 @@ bool SlotHolds(io::SwapDev* dev, uint64_t slot, uint64_t tag, absl::Duration wai
     if (holds || absl::Now() >= deadline) break;
     absl::SleepFor(absl::Milliseconds(5));
   }
-  free(buf);
   return holds;
 }
 
 // Plugged writes that add up to less than 64 KiB are held until a larger
 // write or UnplugWrites starts them; every one lands where it should.
 TEST(FaultInject, RealDevicePluggedWritesAreHeldUntilUnplugged) {
-  char dir[] = "/tmp/uvmrt-plug-XXXXXX";
+  TempDir dir("plug");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 64, &path, &dev));
   constexpr int kPages = 20;
-  char* buf = static_cast<char*>(aligned_alloc(kPage, kPages * kPage));
+  auto bufp = AlignedPages(kPages);
+  char* buf = bufp.get();
   ASSERT_NE(buf, nullptr);
   for (int i = 0; i < kPages; i++) fill_page(buf + i * kPage, 100 + i, 1);
   int cookies[5] = {};
@@ -811,8 +812,6 @@ TEST(FaultInject, RealDevicePluggedWritesAreHeldUntilUnplugged) {
   }
 
   dev.reset();
-  free(buf);
-  rmdir(dir);
 }
 
 // A submission the kernel refuses (no memory for the request) is retried,
@@ -820,11 +819,12 @@ TEST(FaultInject, RealDevicePluggedWritesAreHeldUntilUnplugged) {
 // the next submission, and a read's ring is closed, so the read never lands
 // in memory its caller has moved on from, nor completes another read.
 TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
-  char dir[] = "/tmp/uvmrt-refused-XXXXXX";
+  TempDir dir("refused");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
-  char* buf = static_cast<char*>(aligned_alloc(kPage, 4 * kPage));
+  auto bufp = AlignedPages(4);
+  char* buf = bufp.get();
   ASSERT_NE(buf, nullptr);
   fill_page(buf, 200, 1);
   fill_page(buf + kPage, 201, 1);
@@ -863,8 +863,6 @@ TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
   }
 
   dev.reset();
-  free(buf);
-  rmdir(dir);
 }
 
 // An I/O refused for good is queued all the same, and goes once the kernel
@@ -872,13 +870,14 @@ TEST(FaultInject, RealDeviceRefusedSubmissionsAreNeverLost) {
 // page daemon, at every wake) starts a write, SubmitQueuedReads (the fault
 // reader, while it returns true) a read whose completion ReapReads returns.
 TEST(FaultInject, RealDeviceRefusedIoIsSubmittedLater) {
-  char dir[] = "/tmp/uvmrt-queued-XXXXXX";
+  TempDir dir("queued");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
   const int readfd = dev->TakeReadCompletions();
   ASSERT_GE(readfd, 0);
-  char* buf = static_cast<char*>(aligned_alloc(kPage, 3 * kPage));
+  auto bufp = AlignedPages(3);
+  char* buf = bufp.get();
   ASSERT_NE(buf, nullptr);
   fill_page(buf, 300, 1);
   ASSERT_NO_FATAL_FAILURE(WriteSlots(dev.get(), 3, {{buf, kPage}}));
@@ -915,8 +914,6 @@ TEST(FaultInject, RealDeviceRefusedIoIsSubmittedLater) {
   ASSERT_NO_FATAL_FAILURE(ReapOneWrite(dev.get(), &wcookie, 1, 4));
 
   dev.reset();
-  free(buf);
-  rmdir(dir);
 }
 
 // A swap-in read the kernel refuses for good stays queued on the fault
@@ -963,13 +960,14 @@ TEST(FaultInject, RefusedSwapInReadStartsOnceTheKernelTakesIt) {
 // disk filesystem, which cannot be pinned for long) leaves the device doing
 // vectored I/O of it, with the same data.
 TEST(FaultInject, RealDeviceUnregisterableBufferFallsBack) {
-  char dir[] = "/tmp/uvmrt-nofixedbuf-XXXXXX";
+  TempDir dir("nofixedbuf");
   std::string path;
   std::unique_ptr<io::UringSwapDev> dev;
   ASSERT_NO_FATAL_FAILURE(OpenRealDevice(dir, 16, &path, &dev));
-  const std::string bufpath = std::string(dir) + "/buf";
+  const std::string bufpath = dir.path() + "/buf";
   const int mfd = open(bufpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   ASSERT_GE(mfd, 0);
+  unlink(bufpath.c_str());  // kept by the descriptor and the mapping
   ASSERT_EQ(ftruncate(mfd, 4 * kPage), 0);
   void* m = mmap(nullptr, 4 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
   ASSERT_NE(m, MAP_FAILED);
@@ -987,8 +985,6 @@ TEST(FaultInject, RealDeviceUnregisterableBufferFallsBack) {
   dev.reset();
   munmap(m, 4 * kPage);
   close(mfd);
-  unlink(bufpath.c_str());
-  rmdir(dir);
 }
 
 // ---- slow completions ----

@@ -29,33 +29,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// A fresh directory under /tmp (a disk filesystem here; swap refuses tmpfs),
-// removed at the end if it is empty.
-class TempDir {
- public:
-  TempDir() {
-    char t[] = "/tmp/uvmrt-shutdown-XXXXXX";
-    if (mkdtemp(t) == nullptr) std::abort();
-    path_ = t;
-  }
-  ~TempDir() { rmdir(path_.c_str()); }
-  const std::string& path() const { return path_; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    DIR* d = opendir(path_.c_str());
-    if (d == nullptr) return out;
-    while (dirent* e = readdir(d)) {
-      const std::string n = e->d_name;
-      if (n != "." && n != "..") out.push_back(n);
-    }
-    closedir(d);
-    return out;
-  }
-
- private:
-  std::string path_;
-};
-
 bool Exists(const std::string& path) {
   struct stat st;
   return stat(path.c_str(), &st) == 0;
@@ -102,7 +75,7 @@ int CountEntries(const char* dir) {
 }
 
 TEST(Shutdown, DestroyWithWritesInFlightIsBoundedAndRemovesTheSwapFile) {
-  TempDir dir;
+  TempDir dir("shutdown");
   const std::string path = dir.path() + "/swapfile";
   const size_t budget = size_t{4} << 20;
   Options o = test_options(budget, 4);
@@ -177,7 +150,7 @@ TEST(Shutdown, DestroyWithWritesInFlightIsBoundedAndRemovesTheSwapFile) {
 }
 
 TEST(Shutdown, SwapFileIsMode0600WhileRunningAndGoneAfter) {
-  TempDir dir;
+  TempDir dir("shutdown");
   const std::string path = dir.path() + "/swap";
   const size_t budget = size_t{2} << 20;
   Options o = test_options(budget, 3);
@@ -205,7 +178,7 @@ TEST(Shutdown, SwapFileIsMode0600WhileRunningAndGoneAfter) {
 }
 
 TEST(Shutdown, SwapDirectoryGetsAnUnnamedTmpfile) {
-  TempDir dir;
+  TempDir dir("shutdown");
   const size_t budget = size_t{2} << 20;
   Options o = test_options(budget, 3);
   o.swap_path = dir.path();
@@ -235,7 +208,7 @@ TEST(Shutdown, SwapDirectoryGetsAnUnnamedTmpfile) {
 }
 
 TEST(Shutdown, RepeatedCreateDestroyLeaksNothing) {
-  TempDir dir;
+  TempDir dir("shutdown");
   // One runtime first, so that what the process opens once and keeps (a
   // sanitizer's own files, for one) is not counted as a leak.
   { auto warm = make_runtime(test_options(size_t{1} << 20, 3)); }

@@ -2,16 +2,50 @@
 #ifndef UVMRT_TESTS_TEST_UTIL_H_
 #define UVMRT_TESTS_TEST_UTIL_H_
 
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "uvmrt/runtime.h"
 
 namespace uvmrt::testing {
+
+// A fresh directory /tmp/uvmrt-<name>-XXXXXX (a disk filesystem here; swap
+// refuses tmpfs), removed when it goes out of scope if it is empty, also
+// when a failed assertion returns early.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& name) {
+    std::string t = "/tmp/uvmrt-" + name + "-XXXXXX";
+    if (mkdtemp(t.data()) == nullptr) std::abort();
+    path_ = t;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() { rmdir(path_.c_str()); }
+  const std::string& path() const { return path_; }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    DIR* d = opendir(path_.c_str());
+    if (d == nullptr) return out;
+    while (dirent* e = readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") out.push_back(n);
+    }
+    closedir(d);
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
 
 inline constexpr size_t kPage = 4096;
 
