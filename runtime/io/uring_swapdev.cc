@@ -254,8 +254,8 @@ absl::Status UringSwapDev::queue_io(io_uring* ring, const RingRegs& regs, bool w
   io_uring_sqe_set_data64(sqe, data);
   if (hold) return absl::OkStatus();
   // Once queued, the I/O is started: a refused submission leaves it in the
-  // queue, and the ring's next submission takes it, so it is never given
-  // back to the caller as not started.
+  // queue, for the ring's next submission or SubmitQueued(Reads), so it is
+  // never given back to the caller as not started.
   const int ret = submit_retrying(ring, 0);
   if (ret < 0) {
     logger()->error("uvmrt: io_uring_submit: {}; the I/O stays queued, to be submitted again",
@@ -363,8 +363,9 @@ void UringSwapDev::UnplugWrites() {
   if (io_uring_sq_ready(&wring_) == 0) return;
   const int ret = submit_retrying(&wring_, 0);
   if (ret < 0) {
-    logger()->error("uvmrt: io_uring_submit of held writes: {}; they go with the next submission",
-                    errstr(-ret));
+    logger()->error(
+        "uvmrt: io_uring_submit of held writes: {}; they stay queued, to be submitted again",
+        errstr(-ret));
   }
 }
 
