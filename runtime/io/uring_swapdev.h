@@ -137,8 +137,8 @@ class UringSwapDev final : public SwapDev {
   bool wring_ok_ = false;
   unsigned inflight_ ABSL_GUARDED_BY(sq_lock_) = 0;
   unsigned depth_ = 0;
-  // Bytes of writes queued and not yet submitted while plugged
-  // (PlugWrites).
+  // Whether writes are plugged (PlugWrites), and the bytes of the writes
+  // held, queued and not yet submitted, since the last submission.
   bool wplugged_ ABSL_GUARDED_BY(sq_lock_) = false;
   uint64_t wheld_ ABSL_GUARDED_BY(sq_lock_) = 0;
 
