@@ -325,24 +325,29 @@ void RuntimeImpl::reader_loop() {
     // Woken only by swap-in reads completing: no message to read.
     if (fds[0].revents == 0 && !stop) continue;
     if (pmap->sigbus()) event_epoch.fetch_add(1);  // odd: a batch in progress
-    for (;;) {
-      ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
-        end_batch();
-        return;
+    bool failed = false;
+    {
+      MutexLock ev(&uvm->uvm_event_lock());
+      for (;;) {
+        ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno == EAGAIN) break;
+          logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
+          failed = true;
+          break;
+        }
+        // Messages are handled in the order they were read: an event is
+        // applied before any fault read after it (design.md: a stale MINOR
+        // fault must not map a discarded page).
+        for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
+          handle_msg(msgs[i]);
+        }
+        if (!stop) break;
       }
-      // Messages are handled in the order they were read: an event is
-      // applied before any fault read after it (design.md: a stale MINOR
-      // fault must not map a discarded page).
-      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
-        handle_msg(msgs[i]);
-      }
-      if (!stop) break;
     }
     end_batch();
+    if (failed) return;
     if (stop) {
       if (stop_phase.load() >= 2) {
         // Reads still in flight finish here, bounded by the device.

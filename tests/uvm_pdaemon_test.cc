@@ -482,10 +482,10 @@ TEST_F(PdaemonTest, ActiveScanUnmapsARunOfWindowsInOneCall) {
 
 // The active scan takes with the page it picks the active pages of its
 // 64-page window that are in the older half of the active queue, and unmaps
-// them with as few calls as it can without unmapping a page it leaves
-// active.  Here it picks page 10 (the oldest): 11, 40, 50 and 55 are old
-// and go with it; 20..24 are the youngest and stay mapped, so the calls are
-// 10..11 and 40..55 (41..49 and 51..54 have no frame).
+// them with one call per window, over the pages it leaves active too, which
+// it then maps again.  Here it picks page 10 (the oldest): 11, 40, 50 and 55
+// are old and go with it; 20..24 are the youngest and stay active and
+// mapped, so the one call is 10..55.
 TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   Init(256, 8, 64);
   std::shared_ptr<Region> r = Map(200);
@@ -502,12 +502,79 @@ TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   EXPECT_EQ(Offsets(UvmTestPeer::WalkInactive(*uvm_).pages),
             (std::vector<uint64_t>{10, 11, 40, 50, 55}));
   EXPECT_EQ(pmap_.ranges(FakePmap::kRemove, removes),
-            (std::vector<std::pair<uint64_t, uint64_t>>{{10, 2}, {40, 16}}));
+            (std::vector<std::pair<uint64_t, uint64_t>>{{10, 46}}));
   for (uint64_t i = 20; i < 25; i++) {
     EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
     EXPECT_TRUE(Flags(*r, i) & PQ_ACTIVE) << "page " << i;
   }
+  for (uint64_t i : {10, 11, 40, 50, 55}) EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i;
   EXPECT_TRUE(pmap_.mapped(*r, 64));
+  ExpectConsistent();
+}
+
+// While the userfaultfd reader applies a batch of events (it holds
+// uvm_event_lock), the scan maps nothing back: an application's
+// MADV_DONTNEED returns once its event is read, and the reader may not yet
+// have discarded the page.  The pages the call spanned stay active and
+// unmapped, and a touch maps them.
+TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
+  Init(256, 8, 64);
+  std::shared_ptr<Region> r = Map(200);
+  r->set_advice(Region::ADV_RANDOM);
+  for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
+  for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
+
+  std::promise<void> held, done;
+  std::thread reader([&] {
+    MutexLock l(&uvm_->uvm_event_lock());
+    held.set_value();
+    done.get_future().wait();
+  });
+  held.get_future().wait();
+  UvmTestPeer::ScanActive(*uvm_, 5, 0);
+  done.set_value();
+  reader.join();
+
+  for (uint64_t i = 20; i < 25; i++) {
+    EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i << " was mapped back under the reader";
+    EXPECT_TRUE(Flags(*r, i) & PQ_ACTIVE) << "page " << i;
+  }
+  Fault(*r, 22, FAULT_READ);
+  EXPECT_TRUE(pmap_.mapped(*r, 22));
+  ExpectConsistent();
+}
+
+// One unmapping call may run on into the next chunk (pages in a row join),
+// and the pages it spans that stay active are mapped again by their own
+// chunk's entries.  Here picked pages 511, 512 and 520 go out in one call
+// over 511..520: 513 stays active and is mapped again; 514..519 have no
+// frame and stay unmapped, though pages 2..7 of the first chunk, at the
+// same places in their chunk, are resident and active.
+TEST_F(PdaemonTest, ActiveScanMapsBackWhatItSpannedAcrossAChunk) {
+  ASSERT_EQ(kChunkPages, 512u);
+  Init(256, 8, 1024);
+  std::shared_ptr<Region> r = Map(1024);
+  r->set_advice(Region::ADV_RANDOM);
+  std::vector<uint64_t> order = {511, 512, 520};  // oldest
+  for (uint64_t i = 1; i < 8; i++) order.push_back(i);
+  order.push_back(513);  // youngest
+  for (uint64_t i : order) Fault(*r, i, FAULT_WRITE);
+  const int removes = pmap_.count(FakePmap::kRemove);
+
+  UvmTestPeer::ScanActive(*uvm_, 3, 0);
+
+  EXPECT_EQ(Offsets(UvmTestPeer::WalkInactive(*uvm_).pages),
+            (std::vector<uint64_t>{511, 512, 520}));
+  EXPECT_EQ(pmap_.ranges(FakePmap::kRemove, removes),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{511, 10}}));
+  EXPECT_TRUE(pmap_.mapped(*r, 513));
+  EXPECT_TRUE(Flags(*r, 513) & PQ_ACTIVE);
+  for (uint64_t i = 514; i < 520; i++) {
+    EXPECT_EQ(Entry(*r, i).frame, kNoFrame) << "page " << i;
+    EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i << " has no frame, yet was mapped";
+  }
+  for (uint64_t i : {511, 512, 520}) EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i;
+  for (uint64_t i = 1; i < 8; i++) EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
   ExpectConsistent();
 }
 

@@ -270,6 +270,14 @@ class Uvm {
   void uvm_enable_async_swapin(std::function<void(deferred_fault)> defer,
                                std::function<bool(swapin_io*, int64_t)> hand_off = nullptr);
 
+  // Held by the userfaultfd reader from the read of a batch of messages
+  // until it has applied them.  madvise(MADV_DONTNEED) returns once its
+  // REMOVE event is read, before the reader has discarded the pages, so a
+  // mapping call made for no fault (uvmpd_remap_kept) runs under this lock
+  // only: it never maps a page the application has just discarded.
+  // => the reader locks it; uvmpd_remap_kept only tries.
+  Mutex& uvm_event_lock() ABSL_LOCK_RETURNED(evlock_) { return evlock_; }
+
   // Makes the calling thread reap the asynchronous swap-ins it starts
   // (SwapDev::TakeReadCompletions).  Returns the descriptor that polls
   // readable when some have completed, or -1: aiodone reaps them.
@@ -454,6 +462,9 @@ class Uvm {
     return b.region == a.region && (b.idx == a.idx + 1 || b.join == a.idx);
   }
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
+  void uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) ABSL_LOCKS_EXCLUDED(evlock_);
+  void uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(evlock_);
   void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
                                int* inactive_shortage, std::vector<deact_entry>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
@@ -562,6 +573,9 @@ class Uvm {
   std::atomic<int64_t> swapins_pending_{0};
   // Bounce pages held by cluster writes (at most half of them).
   std::atomic<int64_t> bounce_writing_{0};
+
+  // The reader's batches of userfaultfd messages (uvm_event_lock).
+  Mutex evlock_;
 
   // Regions (UVM's vm_map, reduced to a table of objects).
   RwMutex maplock_;

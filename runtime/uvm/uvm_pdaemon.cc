@@ -11,8 +11,9 @@
 //   view, so pmap_page_protect(PROT_READ) before a pageout needs no call:
 //   a touch faults and waits on PG_BUSY.
 // - The active scan deactivates a picked page's old neighbours with it
-//   (uvmpd_deactivate_window): each unmapping call is a round trip to the
-//   userfaultfd reader.
+//   (uvmpd_deactivate_window), and unmaps each window with one call, over
+//   the pages it keeps active, which it then maps again (uvmpd_remap_kept):
+//   each unmapping call is a round trip to the userfaultfd reader.
 // - The daemon also wakes on a timer, a backstop for lost wakeups.
 #include <errno.h>
 #include <sched.h>
@@ -373,7 +374,9 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
     size_t j = i + 1;
     while (j < batch.size() && uvmpd_deactivate_joins(batch[j - 1], batch[j])) j++;
     Region& r = *batch[i].region;
-    pmap_->remove(r, batch[i].idx, batch[j - 1].idx + 1 - batch[i].idx);
+    const uint64_t first = batch[i].idx, end = batch[j - 1].idx + 1;
+    pmap_->remove(r, first, end - first);
+    uvmpd_remap_kept(r, first, end);
     for (size_t k = i; k < j; k++) {
       vm_page* p = batch[k].pg;
       Chunk& c = r.chunk_of(batch[k].idx);
@@ -393,6 +396,46 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
 }
 
 /*
+ * uvmpd_remap_kept: map again the pages that an unmapping call of
+ * uvmpd_deactivate_batch spanned [first, end) but that stay active: those
+ * not picked, and picked ones touched since (PG_DEACT cleared).  One call
+ * over a window and a mapping call per run kept cost less than one
+ * unmapping call per run picked: each of those is a round trip to the
+ * userfaultfd reader, during which every mapping call fails.  A page a
+ * fault maps meanwhile is skipped (EEXIST); if an event is unread, or the
+ * reader is applying events (uvm_event_lock), the rest stay unmapped, and a
+ * touch maps them.
+ *
+ * => page daemon; holds no lock.  The range may span chunks.
+ */
+void Uvm::uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) {
+  if (!evlock_.TryLock()) return;
+  uvmpd_remap_kept_locked(r, first, end);
+  evlock_.Unlock();
+}
+
+void Uvm::uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end) {
+  for (uint64_t k = first; k < end;) {
+    Chunk& c = r.chunk_of(k);
+    const uint64_t cend = std::min(end, r.chunk_end(k));
+    MutexLock l(&c.vmobjlock);
+    if (r.dead()) return;
+    if (c.ent == nullptr) k = cend;  // never touched: nothing to map
+    while (k < cend) {
+      vm_page* p = uvm_mappable(c, k);
+      if (p == nullptr) {
+        k++;
+        continue;
+      }
+      const bool wp = pg_map_wp(p);
+      const uint64_t j = uvm_mappable_end(c, k + 1, cend, wp);
+      if (absl::IsUnavailable(pmap_->enter_run(r, k, j - k, wp))) return;
+      k = j;
+    }
+  }
+}
+
+/*
  * uvmpd_deactivate_window: queue page `p` (at `idx`, just marked PG_DEACT)
  * for deactivation, with the active pages of its kDeactWindow-page window
  * that are in the older half of the active queue (by pq_stamp), while
@@ -400,8 +443,8 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
  * page at a time from the head of the queue: here each unmapping call is a
  * round trip to the userfaultfd reader, so pages that would reach the head
  * soon go with their neighbour in one call.  Each entry records the entry
- * before it that one call may span to: never across a page that stays
- * mapped, nor across a poisoned one.
+ * before it that one call may span to: across pages that stay active
+ * (uvmpd_remap_kept maps them again), never across a poisoned one.
  *
  * => page daemon; caller holds c.vmobjlock, c == r.chunk_of(idx).
  */
@@ -412,7 +455,7 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
   const uint32_t head = p->pq_stamp.load(std::memory_order_relaxed);
   const uint32_t half = (act_seq_.load(std::memory_order_relaxed) - head) / 2;
   uint64_t prev = kNoJoin;
-  bool clear = false;  // nothing stays mapped between prev and here
+  bool clear = false;  // no poisoned page between prev and here
   for (uint64_t k = w0; k < w1; k++) {
     const pgent& e = c.ent[k & kChunkMask];
     if (e.frame == kNoFrame) {
@@ -434,8 +477,6 @@ void Uvm::uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
       batch.push_back(deact_entry{r.shared_from_this(), k, q, clear ? prev : kNoJoin});
       prev = k;
       clear = true;
-    } else if (mapped) {
-      clear = false;  // and stays so
     }
   }
 }
