@@ -326,25 +326,31 @@ void RuntimeImpl::reader_loop() {
     if (fds[0].revents == 0 && !stop) continue;
     if (pmap->sigbus()) event_epoch.fetch_add(1);  // odd: a batch in progress
     bool failed = false;
-    {
-      MutexLock ev(&uvm->uvm_event_lock());
-      for (;;) {
-        ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno == EAGAIN) break;
-          logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
-          failed = true;
-          break;
-        }
-        // Messages are handled in the order they were read: an event is
-        // applied before any fault read after it (design.md: a stale MINOR
-        // fault must not map a discarded page).
-        for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) {
-          handle_msg(msgs[i]);
-        }
-        if (!stop) break;
+    for (;;) {
+      // Held from the read until the batch's events are applied
+      // (Uvm::uvm_event_lock); the faults after the last event go without.
+      uvm->uvm_event_lock().Lock();
+      ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
+      if (n < 0) {
+        uvm->uvm_event_lock().Unlock();
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        logger()->critical("uvmrt: userfaultfd reader: read: {}", strerror(errno));
+        failed = true;
+        break;
       }
+      const ssize_t count = n / static_cast<ssize_t>(sizeof(uffd_msg));
+      ssize_t events_end = 0;  // one past the batch's last event
+      for (ssize_t i = 0; i < count; i++) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) events_end = i + 1;
+      }
+      // Messages are handled in the order they were read: an event is
+      // applied before any fault read after it (design.md: a stale MINOR
+      // fault must not map a discarded page).
+      for (ssize_t i = 0; i < events_end; i++) handle_msg(msgs[i]);
+      uvm->uvm_event_lock().Unlock();
+      for (ssize_t i = events_end; i < count; i++) handle_msg(msgs[i]);
+      if (!stop) break;
     }
     end_batch();
     if (failed) return;

@@ -271,11 +271,12 @@ class Uvm {
                                std::function<bool(swapin_io*, int64_t)> hand_off = nullptr);
 
   // Held by the userfaultfd reader from the read of a batch of messages
-  // until it has applied them.  madvise(MADV_DONTNEED) returns once its
-  // REMOVE event is read, before the reader has discarded the pages, so a
-  // mapping call made for no fault (uvmpd_remap_kept) runs under this lock
-  // only: it never maps a page the application has just discarded.
-  // => the reader locks it; uvmpd_remap_kept only tries.
+  // until it has applied the batch's events.  madvise(MADV_DONTNEED)
+  // returns once its REMOVE event is read, before the reader has discarded
+  // the pages, so a mapping call made for no fault (uvmpd_remap_kept) runs
+  // under this lock: it never maps a page the application has just
+  // discarded.
+  // => the reader, and the page daemon; neither holds another lock.
   Mutex& uvm_event_lock() ABSL_LOCK_RETURNED(evlock_) { return evlock_; }
 
   // Makes the calling thread reap the asynchronous swap-ins it starts
@@ -463,8 +464,6 @@ class Uvm {
   }
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) ABSL_LOCKS_EXCLUDED(evlock_);
-  void uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(evlock_);
   void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
                                int* inactive_shortage, std::vector<deact_entry>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);

@@ -402,19 +402,15 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
  * over a window and a mapping call per run kept cost less than one
  * unmapping call per run picked: each of those is a round trip to the
  * userfaultfd reader, during which every mapping call fails.  A page a
- * fault maps meanwhile is skipped (EEXIST); if an event is unread, or the
- * reader is applying events (uvm_event_lock), the rest stay unmapped, and a
- * touch maps them.
+ * fault maps meanwhile is skipped (EEXIST); if an event is unread, the
+ * rest stay unmapped, and a touch maps them.  Under uvm_event_lock, so
+ * that a page whose discard the reader has read is never mapped before the
+ * reader has applied it.
  *
  * => page daemon; holds no lock.  The range may span chunks.
  */
 void Uvm::uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) {
-  if (!evlock_.TryLock()) return;
-  uvmpd_remap_kept_locked(r, first, end);
-  evlock_.Unlock();
-}
-
-void Uvm::uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end) {
+  MutexLock ev(&evlock_);
   for (uint64_t k = first; k < end;) {
     Chunk& c = r.chunk_of(k);
     const uint64_t cend = std::min(end, r.chunk_end(k));
