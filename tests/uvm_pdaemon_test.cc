@@ -516,31 +516,71 @@ TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
 // While the userfaultfd reader applies a batch of events (it holds
 // uvm_event_lock), the scan maps nothing back: an application's
 // MADV_DONTNEED returns once its event is read, and the reader may not yet
-// have discarded the page.  It maps the pages it spanned once the reader
-// lets go.
-TEST_F(PdaemonTest, ActiveScanMapsBackOnlyOnceEventsAreApplied) {
+// have discarded the page.  It waits for the lock a moment at most, never
+// for long (the reader may wait for its pageouts), and then leaves the
+// pages it spanned active and unmapped; a touch maps them.
+TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
   Init(256, 8, 64);
   std::shared_ptr<Region> r = Map(200);
   r->set_advice(Region::ADV_RANDOM);
   for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
   for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
 
-  std::atomic<bool> applied{false};
-  std::atomic<int> early{0};
-  pmap_.set_hook([&](const FakePmap::Call& c) {
-    if (c.kind == FakePmap::kEnter && !applied.load()) early++;
-  });
-  std::promise<void> held;
+  std::promise<void> held, done;
   std::thread reader([&] {
     MutexLock l(&uvm_->uvm_event_lock());
     held.set_value();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    applied.store(true);
+    done.get_future().wait();
   });
   held.get_future().wait();
-  UvmTestPeer::ScanActive(*uvm_, 5, 0);
+  const int enters = pmap_.count(FakePmap::kEnter);
+  UvmTestPeer::ScanActive(*uvm_, 5, 0);  // returns while the lock is held
+  EXPECT_EQ(pmap_.count(FakePmap::kEnter), enters)
+      << "pages were mapped back while the reader held its lock";
+  done.set_value();
   reader.join();
+
+  for (uint64_t i = 20; i < 25; i++) {
+    EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i;
+    EXPECT_TRUE(Flags(*r, i) & PQ_ACTIVE) << "page " << i;
+  }
+  Fault(*r, 22, FAULT_READ);
+  EXPECT_TRUE(pmap_.mapped(*r, 22));
+  ExpectConsistent();
+}
+
+// The reader holds the lock only while it applies a batch's events: the
+// scan waits that moment out and maps the pages back.
+TEST_F(PdaemonTest, ActiveScanMapsBackOnceEventsAreApplied) {
+  Init(256, 8, 64);
+  std::shared_ptr<Region> r = Map(200);
+  r->set_advice(Region::ADV_RANDOM);
+  for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
+  for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
+
+  // The "reader" takes the lock when the scan's unmapping call is made and
+  // lets go 100 us later, while the scan waits for it (here as long as it
+  // takes, so that a slow machine cannot make it give up).
+  UvmTestPeer::SetRemapWait(*uvm_, absl::Seconds(60));
+  std::atomic<bool> applied{false};
+  std::atomic<int> early{0};
+  std::thread reader;
+  pmap_.set_hook([&](const FakePmap::Call& c) {
+    if (c.kind == FakePmap::kEnter && !applied.load()) early++;
+    if (c.kind != FakePmap::kRemove || reader.joinable()) return;
+    std::promise<void> held;
+    reader = std::thread([&] {
+      MutexLock l(&uvm_->uvm_event_lock());
+      held.set_value();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+      applied.store(true);
+    });
+    held.get_future().wait();
+  });
+  UvmTestPeer::ScanActive(*uvm_, 5, 0);
   pmap_.set_hook(nullptr);
+  ASSERT_TRUE(reader.joinable());
+  reader.join();
 
   EXPECT_EQ(early.load(), 0) << "pages were mapped back while the reader held its lock";
   for (uint64_t i = 20; i < 25; i++) {

@@ -111,6 +111,7 @@ class UvmTestPeer {
   }
 
   static void SetDeactivationBatch(Uvm& u, size_t pages) { u.deact_pages_ = pages; }
+  static void SetRemapWait(Uvm& u, absl::Duration d) { u.remap_wait_ = d; }
   static void ScanActive(Uvm& u, int inactive_shortage, int swap_shortage) {
     u.uvmpd_scan_active(inactive_shortage, swap_shortage);
   }

@@ -276,7 +276,8 @@ class Uvm {
   // the pages, so a mapping call made for no fault (uvmpd_remap_kept) runs
   // under this lock: it never maps a page the application has just
   // discarded.
-  // => the reader, and the page daemon; neither holds another lock.
+  // => the reader, and the page daemon (which waits for it a millisecond at
+  //    most); neither holds another lock.
   Mutex& uvm_event_lock() ABSL_LOCK_RETURNED(evlock_) { return evlock_; }
 
   // Makes the calling thread reap the asynchronous swap-ins it starts
@@ -464,6 +465,8 @@ class Uvm {
   }
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) ABSL_LOCKS_EXCLUDED(evlock_);
+  void uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(evlock_);
   void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
                                int* inactive_shortage, std::vector<deact_entry>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
@@ -573,8 +576,10 @@ class Uvm {
   // Bounce pages held by cluster writes (at most half of them).
   std::atomic<int64_t> bounce_writing_{0};
 
-  // The reader's batches of userfaultfd messages (uvm_event_lock).
+  // The reader's batches of userfaultfd messages (uvm_event_lock), and how
+  // long uvmpd_remap_kept waits for it at most.
   Mutex evlock_;
+  absl::Duration remap_wait_ = absl::Milliseconds(1);
 
   // Regions (UVM's vm_map, reduced to a table of objects).
   RwMutex maplock_;

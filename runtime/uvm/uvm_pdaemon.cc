@@ -20,6 +20,7 @@
 
 #include <algorithm>
 
+#include "absl/time/clock.h"
 #include "runtime/log.h"
 #include "uvm/uvm.h"
 
@@ -405,12 +406,25 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
  * fault maps meanwhile is skipped (EEXIST); if an event is unread, the
  * rest stay unmapped, and a touch maps them.  Under uvm_event_lock, so
  * that a page whose discard the reader has read is never mapped before the
- * reader has applied it.
+ * reader has applied it.  The reader holds that lock only while it applies
+ * a batch's events: this waits for it up to a millisecond, never longer,
+ * as the reader may itself be waiting for a pageout this thread submits
+ * (the teardown of a region unmapped under it); if it gets no lock, the
+ * pages stay unmapped.
  *
  * => page daemon; holds no lock.  The range may span chunks.
  */
 void Uvm::uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) {
-  MutexLock ev(&evlock_);
+  const absl::Time deadline = absl::Now() + remap_wait_;
+  while (!evlock_.TryLock()) {
+    if (absl::Now() >= deadline) return;
+    sched_yield();
+  }
+  uvmpd_remap_kept_locked(r, first, end);
+  evlock_.Unlock();
+}
+
+void Uvm::uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end) {
   for (uint64_t k = first; k < end;) {
     Chunk& c = r.chunk_of(k);
     const uint64_t cend = std::min(end, r.chunk_end(k));
