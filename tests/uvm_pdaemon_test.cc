@@ -221,6 +221,8 @@ class PdaemonTest : public ::testing::Test {
 
   // The invariants that hold between passes, when no cluster is being built:
   // queues, counters, entries and swap slots all agree.
+  std::shared_ptr<Region> OldAndYoungInOneWindow();
+
   void ExpectConsistent() {
     const UvmTestPeer::Walk act = UvmTestPeer::WalkActive(*uvm_);
     const UvmTestPeer::Walk inact = UvmTestPeer::WalkInactive(*uvm_);
@@ -513,6 +515,18 @@ TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   ExpectConsistent();
 }
 
+// A window of pages 0..63 whose oldest active pages are 10, 11, 40, 50 and
+// 55 and youngest 20..24: a scan for 5 inactive pages picks the oldest and
+// unmaps 10..55 with one call.
+std::shared_ptr<Region> PdaemonTest::OldAndYoungInOneWindow() {
+  Init(256, 8, 64);
+  std::shared_ptr<Region> r = Map(200);
+  r->set_advice(Region::ADV_RANDOM);
+  for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
+  for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
+  return r;
+}
+
 // While the userfaultfd reader applies a batch of events (it holds
 // uvm_event_lock), the scan maps nothing back: an application's
 // MADV_DONTNEED returns once its event is read, and the reader may not yet
@@ -520,11 +534,7 @@ TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
 // for long (the reader may wait for its pageouts), and then leaves the
 // pages it spanned active and unmapped; a touch maps them.
 TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
-  Init(256, 8, 64);
-  std::shared_ptr<Region> r = Map(200);
-  r->set_advice(Region::ADV_RANDOM);
-  for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
-  for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
+  std::shared_ptr<Region> r = OldAndYoungInOneWindow();
 
   std::promise<void> held, done;
   std::thread reader([&] {
@@ -552,11 +562,7 @@ TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
 // The reader holds the lock only while it applies a batch's events: the
 // scan waits that moment out and maps the pages back.
 TEST_F(PdaemonTest, ActiveScanMapsBackOnceEventsAreApplied) {
-  Init(256, 8, 64);
-  std::shared_ptr<Region> r = Map(200);
-  r->set_advice(Region::ADV_RANDOM);
-  for (uint64_t i : {10, 11, 40, 50, 55}) Fault(*r, i, FAULT_WRITE);  // oldest
-  for (uint64_t i = 20; i < 25; i++) Fault(*r, i, FAULT_WRITE);       // youngest
+  std::shared_ptr<Region> r = OldAndYoungInOneWindow();
 
   // The "reader" takes the lock when the scan's unmapping call is made and
   // lets go 100 us later, while the scan waits for it (here as long as it
