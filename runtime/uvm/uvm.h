@@ -512,6 +512,12 @@ class Uvm {
   // the first page that is not one.
   uint64_t uvm_mappable_end(Chunk& c, uint64_t from, uint64_t end, bool wp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
+  // Maps the mappable pages of [from, end), one call per run that maps
+  // alike.  Stops at a run whose mapping call an unread event refused, and
+  // returns its first page; returns `end` once done (or the region died).
+  // *mapped_from: whether page `from` was mapped here.
+  uint64_t uvm_map_mappable(Region& r, Chunk& c, uint64_t from, uint64_t end,
+                            bool* mapped_from = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
   void uvm_fault_zerofill_ahead(Region& r, Chunk& c, uint64_t idx)

@@ -313,6 +313,24 @@ uint64_t Uvm::uvm_mappable_end(Chunk& c, uint64_t from, uint64_t end, bool wp) {
   return j;
 }
 
+uint64_t Uvm::uvm_map_mappable(Region& r, Chunk& c, uint64_t from, uint64_t end,
+                               bool* mapped_from) {
+  if (mapped_from != nullptr) *mapped_from = false;
+  for (uint64_t k = from; k < end && !r.dead();) {
+    vm_page* p = uvm_mappable(c, k);
+    if (p == nullptr) {
+      k++;
+      continue;
+    }
+    const bool wp = pg_map_wp(p);
+    const uint64_t j = uvm_mappable_end(c, k + 1, end, wp);
+    if (absl::IsUnavailable(pmap_->enter_run(r, k, j - k, wp))) return k;
+    if (k == from && mapped_from != nullptr) *mapped_from = true;
+    k = j;
+  }
+  return end;
+}
+
 // Zero-fill ahead, after a sequential zero-fill fault at idx whose run is
 // mapped (its thread woken): the reader, which never waits, fills the run
 // after the next unfilled page too, while the application writes this
@@ -670,21 +688,13 @@ absl::Status Uvm::uvm_fault_maprun(Region& r, uint64_t idx, uint64_t n, fault_ac
   {
     Chunk& c = r.chunk_of(idx);
     MutexLock l(&c.vmobjlock);
-    for (uint64_t i = 0; i < n && !r.dead();) {
-      vm_page* p = uvm_mappable(c, idx + i);
-      if (p == nullptr) {
-        i++;
-        continue;
-      }
-      const bool wp = pg_map_wp(p);
-      const uint64_t j = uvm_mappable_end(c, idx + i + 1, idx + n, wp) - idx;
-      absl::Status st = pmap_->enter_run(r, idx + i, j - i, wp);
-      if (absl::IsUnavailable(st)) {
-        retry_later(c);  // the run is looked at again
-        continue;
-      }
-      if (i == 0) mapped_idx = true;
-      i = j;
+    for (uint64_t k = idx; !r.dead();) {
+      bool mapped = false;
+      const uint64_t stop = uvm_map_mappable(r, c, k, idx + n, &mapped);
+      if (k == idx && mapped) mapped_idx = true;
+      if (stop == idx + n) break;
+      retry_later(c);  // the run is looked at again
+      k = stop;
     }
     if (r.dead()) {
       if (!readahead) pmap_->wake(r, idx);

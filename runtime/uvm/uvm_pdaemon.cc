@@ -430,18 +430,9 @@ void Uvm::uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end) {
     const uint64_t cend = std::min(end, r.chunk_end(k));
     MutexLock l(&c.vmobjlock);
     if (r.dead()) return;
-    if (c.ent == nullptr) k = cend;  // never touched: nothing to map
-    while (k < cend) {
-      vm_page* p = uvm_mappable(c, k);
-      if (p == nullptr) {
-        k++;
-        continue;
-      }
-      const bool wp = pg_map_wp(p);
-      const uint64_t j = uvm_mappable_end(c, k + 1, cend, wp);
-      if (absl::IsUnavailable(pmap_->enter_run(r, k, j - k, wp))) return;
-      k = j;
-    }
+    // A chunk never touched has nothing to map.
+    if (c.ent != nullptr && uvm_map_mappable(r, c, k, cend) != cend) return;
+    k = cend;
   }
 }
 
