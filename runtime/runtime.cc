@@ -348,6 +348,7 @@ void RuntimeImpl::reader_loop() {
       // applied before any fault read after it (design.md: a stale MINOR
       // fault must not map a discarded page).
       for (ssize_t i = 0; i < events_end; i++) handle_msg(msgs[i]);
+      pmap->retire_self_removes();
       uvm->uvm_event_lock().Unlock();
       for (ssize_t i = events_end; i < count; i++) handle_msg(msgs[i]);
       if (!stop) break;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -95,6 +96,53 @@ TEST(RegionEvents, RepeatedDiscardAndReuse) {
     }
     ASSERT_EQ(madvise(f.base, f.bytes, MADV_DONTNEED), 0);
   }
+}
+
+// The application discards pages while the page daemon deactivates their
+// neighbours, with one MADV_DONTNEED call per window of pages that spans
+// them: the runtime must tell the two calls' events apart, or one of them
+// takes the other's pages (an application discard taken for the daemon's
+// leaves the daemon's own event to discard its whole window).  Odd 64 KiB
+// blocks are discarded over and over while two threads write the even
+// ones, twice the budget, twice, and verify them through eviction.
+TEST(RegionEvents, DiscardsAmongDeactivatedPagesKeepNeighbours) {
+  Fixture f;
+  constexpr uint64_t kBlock = 16;  // pages
+  const uint64_t nblocks = f.npages / kBlock;
+  std::atomic<bool> stop{false};
+  std::thread discarder([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (uint64_t b = 1; b < nblocks; b += 2) {
+        if (madvise(f.base + b * kBlock * kPage, kBlock * kPage, MADV_DONTNEED) != 0) return;
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    }
+  });
+  std::atomic<int> bad{0};
+  std::atomic<int64_t> first_bad{-1};
+  auto writer = [&](uint64_t t) {
+    for (uint64_t gen = 1; gen <= 2; gen++) {
+      for (int verify = 0; verify < 2; verify++) {
+        for (uint64_t b = 2 * t; b < nblocks; b += 4) {
+          for (uint64_t p = b * kBlock; p < (b + 1) * kBlock; p++) {
+            if (verify == 0) {
+              fill_page(f.base + p * kPage, p, gen);
+            } else if (check_page(f.base + p * kPage, p, gen) != -1 && bad++ == 0) {
+              first_bad = static_cast<int64_t>(p);
+            }
+          }
+        }
+      }
+    }
+  };
+  std::thread w0(writer, 0), w1(writer, 1);
+  w0.join();
+  w1.join();
+  stop.store(true);
+  discarder.join();
+  EXPECT_EQ(bad.load(), 0) << bad.load() << " pages lost their data, the first page "
+                           << first_bad.load();
+  EXPECT_GT(f.rt->GetStats().pgswapout, 0) << "nothing was evicted";
 }
 
 TEST(RegionEvents, MunmapOfPartReleasesIt) {

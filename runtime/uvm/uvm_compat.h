@@ -40,4 +40,26 @@ struct uffdio_poison {
 #define UFFD_USER_MODE_ONLY 1
 #endif
 
+#ifndef PROCMAP_QUERY  // 6.11: the mapping at an address, from /proc/self/maps
+struct procmap_query {
+  __u64 size;
+  __u64 query_flags;
+  __u64 query_addr;
+  __u64 vma_start;
+  __u64 vma_end;
+  __u64 vma_flags;
+  __u64 vma_page_size;
+  __u64 vma_offset;
+  __u64 inode;
+  __u32 dev_major;
+  __u32 dev_minor;
+  __u32 vma_name_size;
+  __u32 build_id_size;
+  __u64 vma_name_addr;
+  __u64 build_id_addr;
+};
+#define PROCMAP_QUERY_COVERING_OR_NEXT_VMA 0x10
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+#endif
+
 #endif  // UVMRT_UVM_UVM_COMPAT_H_

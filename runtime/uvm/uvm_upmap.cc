@@ -3,12 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <string>
 
 #include "absl/strings/str_format.h"
 #include "runtime/log.h"
@@ -129,6 +133,13 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
   p->poison_ = (api.features & UFFD_FEATURE_POISON) != 0;
   p->events_ = (api.features & kEvents) == kEvents;
   p->sigbus_ = sigbus;
+  if (p->events_) {
+    p->maps_fd_ = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (p->maps_fd_ < 0) {
+      return absl::FailedPreconditionError("uvmrt: cannot open /proc/self/maps (" + errstr(errno) +
+                                           "): mount /proc");
+    }
+  }
   if (!p->events_) {
     logger()->warn(
         "uvmrt: userfaultfd events are unavailable: MADV_DONTNEED, munmap and mremap on regions "
@@ -168,6 +179,7 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
 }
 
 UffdPmap::~UffdPmap() {
+  if (maps_fd_ >= 0) close(maps_fd_);
   if (direct_ != nullptr) munmap(direct_, backing_pages_ << PAGE_SHIFT);
   if (memfd_ >= 0) close(memfd_);
   if (uffd_ >= 0) close(uffd_);
@@ -256,20 +268,96 @@ void UffdPmap::destroy_view(Region& r) {
   }
 }
 
-bool UffdPmap::consume_self_remove(uint64_t start, uint64_t end) {
-  // One madvise over a range that spans several mappings (the application
-  // may have split a region with mprotect) sends one event per mapping, so
-  // an event may cover part of a recorded range.
-  MutexLock l(&self_lock_);
-  for (auto it = self_removes_.begin(); it != self_removes_.end(); ++it) {
-    const auto [a, b] = *it;
-    if (start < a || end > b) continue;
-    self_removes_.erase(it);
-    if (a < start) self_removes_.emplace_back(a, start);
-    if (end < b) self_removes_.emplace_back(end, b);
+uint64_t SelfRemoves::add(uint64_t start, uint64_t end) {
+  MutexLock l(&lock_);
+  pending_.push_back(Call{start, end, ++calls_, false});
+  return calls_;
+}
+
+void SelfRemoves::returned(uint64_t call) {
+  MutexLock l(&lock_);
+  for (Call& c : pending_) {
+    if (c.number == call) c.returned = true;
+  }
+}
+
+void SelfRemoves::retire() {
+  MutexLock l(&lock_);
+  std::erase_if(pending_, [](const Call& c) { return c.returned; });
+}
+
+size_t SelfRemoves::pending() const {
+  MutexLock l(&lock_);
+  return pending_.size();
+}
+
+bool SelfRemoves::consume(uint64_t start, uint64_t end) {
+  MutexLock l(&lock_);
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    uint64_t& next = it->next;
+    const uint64_t last = it->last;
+    if (end <= next || start >= last) continue;
+    // The next event of this call: its whole range, unless the range spans
+    // more than one mapping or begins in a gap (rare: ask the kernel).
+    uint64_t s = next, e = last;
+    if (start != next || end != last) {
+      uint64_t ms = 0, me = 0;
+      if (!query_(next, &ms, &me) || ms >= last) return false;
+      s = std::max(next, ms);
+      e = std::min(last, me);
+    }
+    if (start != s || end != e) return false;  // the application's
+    if (end == last) {
+      pending_.erase(it);
+    } else {
+      next = end;
+    }
     return true;
   }
   return false;
+}
+
+namespace {
+// uvm_mapping_from by reading /proc/self/maps, whose lines begin
+// "start-end " in hex, in address order.
+bool mapping_from_text(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end) {
+  char buf[8192];
+  std::string line;
+  off_t off = 0;
+  for (;;) {
+    const ssize_t n = pread(maps_fd, buf, sizeof(buf), off);
+    if (n <= 0) return false;
+    off += n;
+    for (ssize_t i = 0; i < n; i++) {
+      if (buf[i] != '\n') {
+        line.push_back(buf[i]);
+        continue;
+      }
+      unsigned long long a = 0, b = 0;
+      if (sscanf(line.c_str(), "%llx-%llx", &a, &b) == 2 && b > addr) {
+        *start = a;
+        *end = b;
+        return true;
+      }
+      line.clear();
+    }
+  }
+}
+}  // namespace
+
+bool uvm_mapping_from(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end) {
+  if (maps_fd < 0) return false;
+  procmap_query q{};
+  q.size = sizeof(q);
+  q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA;
+  q.query_addr = addr;
+  if (ioctl(maps_fd, PROCMAP_QUERY, &q) == 0) {
+    *start = q.vma_start;
+    *end = q.vma_end;
+    return true;
+  }
+  if (errno == ENOENT) return false;  // no mapping at or above addr
+  return mapping_from_text(maps_fd, addr, start, end);
 }
 
 absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
@@ -399,23 +487,16 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
 
 void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
   const uint64_t start = r.addr(idx), end = start + (n << PAGE_SHIFT);
-  // The REMOVE event this sends is read (and must be recognized as ours)
-  // before madvise returns, so record it first.
-  if (events_) {
-    MutexLock l(&self_lock_);
-    self_removes_.emplace_back(start, end);
-  }
-  if (madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED) != 0) {
-    // No event was sent (the range is no longer mapped).
-    const int e = errno;
-    if (events_) {
-      // Forget what is left of the range: events were sent, if at all, only
-      // for the parts still mapped.
-      MutexLock l(&self_lock_);
-      std::erase_if(self_removes_, [&](const std::pair<uint64_t, uint64_t>& rr) {
-        return rr.first >= start && rr.second <= end;
-      });
-    }
+  // The REMOVE events this sends are read (and must be recognized as ours)
+  // before madvise returns, so record them first.
+  const uint64_t call = events_ ? self_removes_.add(start, end) : 0;
+  const int ret = madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+  const int e = errno;
+  // Its events are read, though maybe not yet consumed: the reader forgets
+  // what is left of its range once they are (parts no longer mapped, for
+  // which none was sent).
+  if (events_) self_removes_.returned(call);
+  if (ret != 0) {
     if (!r.dead() && e != ENOMEM) logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(e));
   }
 }

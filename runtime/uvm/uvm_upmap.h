@@ -14,6 +14,7 @@
 
 #include <linux/userfaultfd.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +25,62 @@
 #include "uvm/uvm_pmap.h"
 
 namespace uvmrt::uvm {
+
+// The REMOVE events that the runtime's own MADV_DONTNEED calls (the page
+// daemon's deactivation, UffdPmap::remove) have yet to send, told apart
+// from the application's.  One call sends an event per mapping (VMA) its
+// range spans, in address order, skipping unmapped gaps, and each is read
+// before the next is sent.  So the next event of a call recorded as
+// [a, b) is exactly [s, e): s the first mapped address from a, e the end
+// of that mapping or b.  The application may discard pages inside [a, b)
+// meanwhile: an event that merely falls inside it is the application's.
+// Taken for the runtime's, it would leave the application's pages with
+// their data, and the runtime's own event, coming later and matching no
+// record, would discard every page of its range.  An application event
+// equal to the next one expected cannot be told from it, and need not be:
+// either way, one of the two discards the pages and the other does not.
+class SelfRemoves {
+ public:
+  // Sets *start and *end to the mapping that covers addr, or else the
+  // first one above it; false if there is none.
+  using MappingQuery = std::function<bool(uint64_t addr, uint64_t* start, uint64_t* end)>;
+  explicit SelfRemoves(MappingQuery query) : query_(std::move(query)) {}
+
+  // Before a call over [start, end); returns its number.
+  uint64_t add(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(lock_);
+  // After call number `call` has returned: every event it sent has been
+  // read (though maybe not yet consumed).
+  void returned(uint64_t call) ABSL_LOCKS_EXCLUDED(lock_);
+  // Forgets what is left of the calls that have returned: parts of their
+  // ranges no longer mapped, for which no event was sent.
+  // => the userfaultfd reader, once it has applied the events it has read
+  //    (then every event of those calls has been consumed).
+  void retire() ABSL_LOCKS_EXCLUDED(lock_);
+  // For each REMOVE event read: true if it is the next one of a recorded
+  // call, which then expects the one after it.
+  // => the userfaultfd reader.
+  bool consume(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(lock_);
+  // Calls with events still expected.
+  size_t pending() const ABSL_LOCKS_EXCLUDED(lock_);
+
+ private:
+  struct Call {
+    uint64_t next;  // the range still to be sent: [next, last)
+    uint64_t last;
+    uint64_t number;
+    bool returned;
+  };
+  const MappingQuery query_;
+  mutable Mutex lock_;
+  std::vector<Call> pending_ ABSL_GUARDED_BY(lock_);
+  uint64_t calls_ ABSL_GUARDED_BY(lock_) = 0;
+};
+
+// The mapping of this process that covers addr, or else the first one
+// above it (PROCMAP_QUERY on /proc/self/maps, or reading that file where
+// the kernel lacks it).
+// => maps_fd is /proc/self/maps, open.
+bool uvm_mapping_from(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end);
 
 class UffdPmap final : public Pmap {
  public:
@@ -69,8 +126,15 @@ class UffdPmap final : public Pmap {
   bool has_events() const { return events_; }
 
   // The userfaultfd reader calls this for each REMOVE event: true if the
-  // event is the runtime's own unmapping (remove()), which it then forgets.
-  bool consume_self_remove(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(self_lock_);
+  // event is the runtime's own unmapping (remove()), which it then forgets
+  // (SelfRemoves).
+  // => the reader.
+  bool consume_self_remove(uint64_t start, uint64_t end) {
+    return self_removes_.consume(start, end);
+  }
+  // After the reader has applied the events it has read (SelfRemoves::retire).
+  // => the reader.
+  void retire_self_removes() { self_removes_.retire(); }
 
  private:
   UffdPmap() = default;
@@ -86,9 +150,12 @@ class UffdPmap final : public Pmap {
   bool events_ = false;
   bool sigbus_ = false;
 
-  // The runtime's own MADV_DONTNEED calls whose REMOVE event is not yet read.
-  Mutex self_lock_;
-  std::vector<std::pair<uint64_t, uint64_t>> self_removes_ ABSL_GUARDED_BY(self_lock_);
+  // The runtime's own MADV_DONTNEED calls whose REMOVE events are not all
+  // read, and /proc/self/maps, which tells their events apart.
+  int maps_fd_ = -1;
+  SelfRemoves self_removes_{[this](uint64_t addr, uint64_t* start, uint64_t* end) {
+    return uvm_mapping_from(maps_fd_, addr, start, end);
+  }};
 
   // Free ranges of the backing object: first page -> length.
   Mutex range_lock_;
