@@ -328,7 +328,8 @@ void RuntimeImpl::reader_loop() {
     bool failed = false;
     for (;;) {
       // Held from the read until the batch's events are applied
-      // (Uvm::uvm_event_lock); the faults after the last event go without.
+      // (Uvm::uvm_event_lock), during which no other thread maps a page's
+      // data: an madvise(MADV_DONTNEED) returns once its event is read.
       uvm->uvm_event_lock().Lock();
       ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
       if (n < 0) {
@@ -339,18 +340,20 @@ void RuntimeImpl::reader_loop() {
         failed = true;
         break;
       }
+      // The batch's events are applied before any of its faults, those
+      // read before an event too: the reader maps no page whose discard it
+      // has read and not applied (design.md: a stale MINOR fault must not
+      // map a discarded page).  A fault read before an event raced with
+      // it, and may see the memory as before the event or after.
       const ssize_t count = n / static_cast<ssize_t>(sizeof(uffd_msg));
-      ssize_t events_end = 0;  // one past the batch's last event
       for (ssize_t i = 0; i < count; i++) {
-        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) events_end = i + 1;
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) handle_msg(msgs[i]);
       }
-      // Messages are handled in the order they were read: an event is
-      // applied before any fault read after it (design.md: a stale MINOR
-      // fault must not map a discarded page).
-      for (ssize_t i = 0; i < events_end; i++) handle_msg(msgs[i]);
       pmap->retire_self_removes();
       uvm->uvm_event_lock().Unlock();
-      for (ssize_t i = events_end; i < count; i++) handle_msg(msgs[i]);
+      for (ssize_t i = 0; i < count; i++) {
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) handle_msg(msgs[i]);
+      }
       if (!stop) break;
     }
     end_batch();

@@ -538,7 +538,7 @@ TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
 
   std::promise<void> held, done;
   std::thread reader([&] {
-    MutexLock l(&uvm_->uvm_event_lock());
+    WriterLock l(&uvm_->uvm_event_lock());
     held.set_value();
     done.get_future().wait();
   });
@@ -576,7 +576,7 @@ TEST_F(PdaemonTest, ActiveScanMapsBackOnceEventsAreApplied) {
     if (c.kind != FakePmap::kRemove || reader.joinable()) return;
     std::promise<void> held;
     reader = std::thread([&] {
-      MutexLock l(&uvm_->uvm_event_lock());
+      WriterLock l(&uvm_->uvm_event_lock());
       held.set_value();
       std::this_thread::sleep_for(std::chrono::microseconds(100));
       applied.store(true);
@@ -1349,6 +1349,82 @@ TEST_F(PdaemonTest, SwapInMappedAfterAnEventIsOneFault) {
   EXPECT_TRUE(Holds(*r, 3));
   EXPECT_TRUE(pmap_.mapped(*r, 3));
   EXPECT_TRUE(pmap_.write_protected(*r, 3));
+  ExpectConsistent();
+}
+
+// Holds uvm_event_lock, as the userfaultfd reader does while it applies a
+// batch of events, until Release().
+class EventBatch {
+ public:
+  explicit EventBatch(Uvm& uvm) {
+    std::promise<void> held;
+    thread_ = std::thread([&] {
+      WriterLock l(&uvm.uvm_event_lock());
+      held.set_value();
+      release_.get_future().wait();
+    });
+    held.get_future().wait();
+  }
+  ~EventBatch() { Release(); }
+  void Release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::thread thread_;
+};
+
+// No fault maps a page's data while the reader applies a batch of events:
+// madvise(MADV_DONTNEED) returns once its event is read, and the reader
+// may not yet have discarded the page, which a mapping would then show
+// with its old data.  Here a reactivation, with the frame's data: it waits
+// for the batch, then maps.
+TEST_F(PdaemonTest, FaultMapsNothingWhileEventsAreApplied) {
+  std::shared_ptr<Region> r = SceneWithWritesInFlight();
+  ASSERT_EQ(CompleteWrites(), 2u);  // 0..19 inactive and unmapped
+  const int enters = pmap_.count(FakePmap::kEnter);
+  EventBatch batch(*uvm_);
+  std::thread fault([&] { Fault(*r, 17, FAULT_READ); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(pmap_.count(FakePmap::kEnter), enters) << "mapped while events were applied";
+  EXPECT_FALSE(pmap_.mapped(*r, 17));
+  batch.Release();
+  fault.join();
+
+  EXPECT_TRUE(pmap_.mapped(*r, 17));
+  EXPECT_TRUE(Holds(*r, 17));
+  EXPECT_EQ(uvm_->exp().flt_react.load(), 1);
+  ExpectConsistent();
+}
+
+// The same for a swap-in: the read goes ahead, the data is placed in the
+// backing object unmapped (copied from bounce pages here), and the fault
+// maps it once the batch is applied, still one swap-in fault.
+TEST_F(PdaemonTest, SwapInMapsNothingWhileEventsAreApplied) {
+  bounce_pages_ = 16;
+  std::shared_ptr<Region> r = SceneEvicted();
+  const int64_t faults = uvm_->exp().faults.load();
+  const int enters = pmap_.count(FakePmap::kEnter);
+  const uint64_t placed = pmap_.pages(FakePmap::kPlace);
+  EventBatch batch(*uvm_);
+  std::thread fault([&] { Fault(*r, 3, FAULT_READ); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(dev_->read_calls(), 1);
+  EXPECT_EQ(pmap_.count(FakePmap::kEnter), enters) << "mapped while events were applied";
+  EXPECT_EQ(pmap_.pages(FakePmap::kPlace), placed + 1) << "the page read was not placed";
+  EXPECT_FALSE(pmap_.mapped(*r, 3));
+  batch.Release();
+  fault.join();
+
+  EXPECT_TRUE(pmap_.mapped(*r, 3));
+  EXPECT_TRUE(Holds(*r, 3));
+  EXPECT_EQ(uvm_->exp().faults.load(), faults + 1);
+  EXPECT_EQ(uvm_->exp().flt_swapin.load(), 1);
+  EXPECT_EQ(uvm_->exp().flt_react.load(), 0);
+  EXPECT_EQ(dev_->read_calls(), 1);
   ExpectConsistent();
 }
 

@@ -271,14 +271,16 @@ class Uvm {
                                std::function<bool(swapin_io*, int64_t)> hand_off = nullptr);
 
   // Held by the userfaultfd reader from the read of a batch of messages
-  // until it has applied the batch's events.  madvise(MADV_DONTNEED)
-  // returns once its REMOVE event is read, before the reader has discarded
-  // the pages, so a mapping call made for no fault (uvmpd_remap_kept) runs
-  // under this lock: it never maps a page the application has just
-  // discarded.
-  // => the reader, and the page daemon (which waits for it a millisecond at
-  //    most); neither holds another lock.
-  Mutex& uvm_event_lock() ABSL_LOCK_RETURNED(evlock_) { return evlock_; }
+  // until it has applied the batch's events (exclusive).  madvise
+  // (MADV_DONTNEED) returns once its REMOVE event is read, before the
+  // reader has discarded the pages, so every call that maps a page's data
+  // (uvm_pmap_enter and the rest) is made under this lock, shared: none
+  // maps a page the application has just discarded.  Mapping threads only
+  // try it (they hold an owner lock, which comes after it) and fail as a
+  // mapping call refused for an unread event does.  A waiting reader goes
+  // first (kWriterFirst).
+  // => the reader, exclusive, holding no other lock.
+  RwMutex& uvm_event_lock() ABSL_LOCK_RETURNED(evlock_) { return evlock_; }
 
   // Makes the calling thread reap the asynchronous swap-ins it starts
   // (SwapDev::TakeReadCompletions).  Returns the descriptor that polls
@@ -465,8 +467,6 @@ class Uvm {
   }
   void uvmpd_deactivate_batch(std::vector<deact_entry>& batch) ABSL_LOCKS_EXCLUDED(pageqlock_);
   void uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) ABSL_LOCKS_EXCLUDED(evlock_);
-  void uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(evlock_);
   void uvmpd_deactivate_window(Chunk& c, Region& r, uint64_t idx, vm_page* p,
                                int* inactive_shortage, std::vector<deact_entry>& batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
@@ -505,6 +505,19 @@ class Uvm {
   bool pg_map_wp(const vm_page* pg) const {
     return (pg->flags() & PG_CLEAN) && pmap_->tracks_modify();
   }
+  // The pmap's calls that map a page's data, made under uvm_event_lock
+  // (shared, tried): refused as for an unread event (Unavailable) while
+  // the reader applies a batch of events, one of which may discard the
+  // page.  uvm_pmap_copy_run places the run unmapped when refused, as
+  // copy_run leaves what it cannot map; uvm_pmap_enter_prefix maps none.
+  // => caller holds the owner lock of every page in the run, not evlock_.
+  absl::Status uvm_pmap_enter(const Region& r, uint64_t idx, bool wp) ABSL_LOCKS_EXCLUDED(evlock_);
+  absl::Status uvm_pmap_enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp)
+      ABSL_LOCKS_EXCLUDED(evlock_);
+  uint64_t uvm_pmap_enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp)
+      ABSL_LOCKS_EXCLUDED(evlock_);
+  absl::Status uvm_pmap_copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
+                                 bool wp) ABSL_LOCKS_EXCLUDED(evlock_);
   // The page at idx, if it is resident, idle and active: one that may be
   // mapped.
   vm_page* uvm_mappable(Chunk& c, uint64_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock);
@@ -584,7 +597,7 @@ class Uvm {
 
   // The reader's batches of userfaultfd messages (uvm_event_lock), and how
   // long uvmpd_remap_kept waits for it at most.
-  Mutex evlock_;
+  RwMutex evlock_{RwMutex::kWriterFirst};
   absl::Duration remap_wait_ = absl::Milliseconds(1);
 
   // Regions (UVM's vm_map, reduced to a table of objects).

@@ -155,7 +155,7 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
       // A swap-in mapped late (an event was unread) is not a reactivation.
       if (!remap) inc(uvmexp_.flt_react);
       const bool wp = pg_map_wp(pg);
-      absl::Status st = pmap_->enter(r, idx, wp);
+      absl::Status st = uvm_pmap_enter(r, idx, wp);
       if (absl::IsUnavailable(st)) {
         if (!remap) dec(uvmexp_.flt_react);
         if (nowait) return kWouldBlock();
@@ -295,7 +295,45 @@ void Uvm::uvm_fault_maparound(Region& r, Chunk& c, uint64_t idx, bool wp) {
   const uint64_t j = uvm_mappable_end(c, idx + 1, end, wp);
   // Not counted in flt_around: the pages came in with the fault that read
   // them.
-  if (j > idx + 1) pmap_->enter_prefix(r, idx + 1, j - idx - 1, wp);
+  if (j > idx + 1) uvm_pmap_enter_prefix(r, idx + 1, j - idx - 1, wp);
+}
+
+namespace {
+absl::Status kEventsApplied() {
+  return absl::UnavailableError("userfaultfd events are being applied");
+}
+}  // namespace
+
+absl::Status Uvm::uvm_pmap_enter(const Region& r, uint64_t idx, bool wp) {
+  if (!evlock_.ReaderTryLock()) return kEventsApplied();
+  absl::Status st = pmap_->enter(r, idx, wp);
+  evlock_.ReaderUnlock();
+  return st;
+}
+
+absl::Status Uvm::uvm_pmap_enter_run(const Region& r, uint64_t idx, uint64_t n, bool wp) {
+  if (!evlock_.ReaderTryLock()) return kEventsApplied();
+  absl::Status st = pmap_->enter_run(r, idx, n, wp);
+  evlock_.ReaderUnlock();
+  return st;
+}
+
+uint64_t Uvm::uvm_pmap_enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp) {
+  if (!evlock_.ReaderTryLock()) return 0;
+  const uint64_t done = pmap_->enter_prefix(r, idx, n, wp);
+  evlock_.ReaderUnlock();
+  return done;
+}
+
+absl::Status Uvm::uvm_pmap_copy_run(const Region& r, uint64_t idx, uint64_t n, const char* src,
+                                    bool wp) {
+  if (!evlock_.ReaderTryLock()) {
+    pmap_->place_run(r, idx, n, src);
+    return kEventsApplied();
+  }
+  absl::Status st = pmap_->copy_run(r, idx, n, src, wp);
+  evlock_.ReaderUnlock();
+  return st;
 }
 
 vm_page* Uvm::uvm_mappable(Chunk& c, uint64_t idx) {
@@ -324,7 +362,7 @@ uint64_t Uvm::uvm_map_mappable(Region& r, Chunk& c, uint64_t from, uint64_t end,
     }
     const bool wp = pg_map_wp(p);
     const uint64_t j = uvm_mappable_end(c, k + 1, end, wp);
-    if (absl::IsUnavailable(pmap_->enter_run(r, k, j - k, wp))) return k;
+    if (absl::IsUnavailable(uvm_pmap_enter_run(r, k, j - k, wp))) return k;
     if (k == from && mapped_from != nullptr) *mapped_from = true;
     k = j;
   }
@@ -586,9 +624,9 @@ absl::Status Uvm::uvm_fault_swapin_finish(Region& r, Chunk& c, uint64_t idx, vm_
     const bool wp = pg_map_wp(run[i]);
     while (j < n && good[j] && pg_map_wp(run[j]) == wp) j++;
     if (bounce == nullptr) {
-      mst = pmap_->enter_run(r, idx + i, j - i, wp);
+      mst = uvm_pmap_enter_run(r, idx + i, j - i, wp);
     } else if (mst.ok()) {
-      mst = pmap_->copy_run(r, idx + i, j - i, bounce + (i << PAGE_SHIFT), wp);
+      mst = uvm_pmap_copy_run(r, idx + i, j - i, bounce + (i << PAGE_SHIFT), wp);
     } else {
       // Resident and unmapped, as after a failed enter_run.
       pmap_->place_run(r, idx + i, j - i, bounce + (i << PAGE_SHIFT));

@@ -2,16 +2,17 @@
 //
 // Thin wrappers of the standard (pthread) mutexes that carry abseil's
 // thread-safety annotations, so that clang's -Wthread-safety checks every
-// `=> caller holds ...` contract.  They wrap std:: primitives rather than
+// `=> caller holds ...` contract.  They wrap std:: and pthread primitives rather than
 // absl::Mutex because ThreadSanitizer sees synchronization through the
 // pthread calls it intercepts, but not inside a prebuilt abseil library.
 #ifndef UVMRT_UVM_UVM_LOCK_H_
 #define UVMRT_UVM_UVM_LOCK_H_
 
+#include <pthread.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
-#include <shared_mutex>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
@@ -40,16 +41,35 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
   Mutex* const mu_;
 };
 
-// A reader-writer lock.
+// A reader-writer lock (a pthread rwlock).  kWriterFirst makes a waiting
+// writer go first: shared acquisitions, tried ones too, then wait or fail,
+// so a stream of readers that overlap one another never starves it.
 class ABSL_LOCKABLE RwMutex {
  public:
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
-  void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
-  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { mu_.lock_shared(); }
-  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+  enum Preference { kReadersFirst, kWriterFirst };
+  explicit RwMutex(Preference pref = kReadersFirst) {
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    if (pref == kWriterFirst) {
+      pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    }
+    pthread_rwlock_init(&mu_, &a);
+    pthread_rwlockattr_destroy(&a);
+  }
+  ~RwMutex() { pthread_rwlock_destroy(&mu_); }
+  RwMutex(const RwMutex&) = delete;
+  RwMutex& operator=(const RwMutex&) = delete;
+
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { pthread_rwlock_wrlock(&mu_); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&mu_); }
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { pthread_rwlock_rdlock(&mu_); }
+  bool ReaderTryLock() ABSL_SHARED_TRYLOCK_FUNCTION(true) {
+    return pthread_rwlock_tryrdlock(&mu_) == 0;
+  }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { pthread_rwlock_unlock(&mu_); }
 
  private:
-  std::shared_mutex mu_;
+  pthread_rwlock_t mu_;
 };
 
 class ABSL_SCOPED_LOCKABLE WriterLock {

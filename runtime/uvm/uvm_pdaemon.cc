@@ -403,36 +403,33 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
  * over a window and a mapping call per run kept cost less than one
  * unmapping call per run picked: each of those is a round trip to the
  * userfaultfd reader, during which every mapping call fails.  A page a
- * fault maps meanwhile is skipped (EEXIST); if an event is unread, the
- * rest stay unmapped, and a touch maps them.  Under uvm_event_lock, so
- * that a page whose discard the reader has read is never mapped before the
- * reader has applied it.  The reader holds that lock only while it applies
- * a batch's events: this waits for it up to a millisecond, never longer,
+ * fault maps meanwhile is skipped (EEXIST).  A mapping call refused, for
+ * an unread event or while the reader applies a batch of events
+ * (uvm_event_lock), is tried again for up to a millisecond, never longer,
  * as the reader may itself be waiting for a pageout this thread submits
- * (the teardown of a region unmapped under it); if it gets no lock, the
- * pages stay unmapped.
+ * (the teardown of a region unmapped under it); then the rest stay
+ * unmapped, and a touch maps them.
  *
  * => page daemon; holds no lock.  The range may span chunks.
  */
 void Uvm::uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) {
   const absl::Time deadline = absl::Now() + remap_wait_;
-  while (!evlock_.TryLock()) {
-    if (absl::Now() >= deadline) return;
-    sched_yield();
-  }
-  uvmpd_remap_kept_locked(r, first, end);
-  evlock_.Unlock();
-}
-
-void Uvm::uvmpd_remap_kept_locked(Region& r, uint64_t first, uint64_t end) {
   for (uint64_t k = first; k < end;) {
     Chunk& c = r.chunk_of(k);
     const uint64_t cend = std::min(end, r.chunk_end(k));
     MutexLock l(&c.vmobjlock);
     if (r.dead()) return;
     // A chunk never touched has nothing to map.
-    if (c.ent != nullptr && uvm_map_mappable(r, c, k, cend) != cend) return;
-    k = cend;
+    if (c.ent == nullptr) {
+      k = cend;
+      continue;
+    }
+    k = uvm_map_mappable(r, c, k, cend);
+    if (k == cend) continue;
+    if (absl::Now() >= deadline) return;
+    c.vmobjlock.Unlock();
+    sched_yield();
+    c.vmobjlock.Lock();
   }
 }
 

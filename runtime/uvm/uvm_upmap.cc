@@ -302,11 +302,11 @@ bool SelfRemoves::consume(uint64_t start, uint64_t end) {
     uint64_t s = next, e = last;
     if (start != next || end != last) {
       uint64_t ms = 0, me = 0;
-      if (!query_(next, &ms, &me) || ms >= last) return false;
+      if (!query_(next, &ms, &me) || ms >= last) continue;
       s = std::max(next, ms);
       e = std::min(last, me);
     }
-    if (start != s || end != e) return false;  // the application's
+    if (start != s || end != e) continue;  // not this call's
     if (end == last) {
       pending_.erase(it);
     } else {
@@ -314,7 +314,7 @@ bool SelfRemoves::consume(uint64_t start, uint64_t end) {
     }
     return true;
   }
-  return false;
+  return false;  // the application's
 }
 
 namespace {
