@@ -346,10 +346,15 @@ void RuntimeImpl::reader_loop() {
       // map a discarded page).  A fault read before an event raced with
       // it, and may see the memory as before the event or after.
       const ssize_t count = n / static_cast<ssize_t>(sizeof(uffd_msg));
+      bool events = false;
       for (ssize_t i = 0; i < count; i++) {
-        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) handle_msg(msgs[i]);
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) continue;
+        handle_msg(msgs[i]);
+        events = true;
       }
-      pmap->retire_self_removes();
+      // Only a batch with events can have finished a call's events; a call
+      // that sent none waits for the next such batch, harmlessly.
+      if (events) pmap->retire_self_removes();
       uvm->uvm_event_lock().Unlock();
       for (ssize_t i = 0; i < count; i++) {
         if (msgs[i].event == UFFD_EVENT_PAGEFAULT) handle_msg(msgs[i]);

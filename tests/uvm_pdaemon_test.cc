@@ -527,6 +527,31 @@ std::shared_ptr<Region> PdaemonTest::OldAndYoungInOneWindow() {
   return r;
 }
 
+// Holds uvm_event_lock, as the userfaultfd reader does while it applies a
+// batch of events, until Release().
+class EventBatch {
+ public:
+  explicit EventBatch(Uvm& uvm) {
+    std::promise<void> held;
+    thread_ = std::thread([&] {
+      WriterLock l(&uvm.uvm_event_lock());
+      held.set_value();
+      release_.get_future().wait();
+    });
+    held.get_future().wait();
+  }
+  ~EventBatch() { Release(); }
+  void Release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::thread thread_;
+};
+
 // While the userfaultfd reader applies a batch of events (it holds
 // uvm_event_lock), the scan maps nothing back: an application's
 // MADV_DONTNEED returns once its event is read, and the reader may not yet
@@ -536,19 +561,12 @@ std::shared_ptr<Region> PdaemonTest::OldAndYoungInOneWindow() {
 TEST_F(PdaemonTest, ActiveScanMapsNothingBackWhileEventsAreApplied) {
   std::shared_ptr<Region> r = OldAndYoungInOneWindow();
 
-  std::promise<void> held, done;
-  std::thread reader([&] {
-    WriterLock l(&uvm_->uvm_event_lock());
-    held.set_value();
-    done.get_future().wait();
-  });
-  held.get_future().wait();
+  EventBatch batch(*uvm_);
   const int enters = pmap_.count(FakePmap::kEnter);
   UvmTestPeer::ScanActive(*uvm_, 5, 0);  // returns while the lock is held
   EXPECT_EQ(pmap_.count(FakePmap::kEnter), enters)
       << "pages were mapped back while the reader held its lock";
-  done.set_value();
-  reader.join();
+  batch.Release();
 
   for (uint64_t i = 20; i < 25; i++) {
     EXPECT_FALSE(pmap_.mapped(*r, i)) << "page " << i;
@@ -1351,31 +1369,6 @@ TEST_F(PdaemonTest, SwapInMappedAfterAnEventIsOneFault) {
   EXPECT_TRUE(pmap_.write_protected(*r, 3));
   ExpectConsistent();
 }
-
-// Holds uvm_event_lock, as the userfaultfd reader does while it applies a
-// batch of events, until Release().
-class EventBatch {
- public:
-  explicit EventBatch(Uvm& uvm) {
-    std::promise<void> held;
-    thread_ = std::thread([&] {
-      WriterLock l(&uvm.uvm_event_lock());
-      held.set_value();
-      release_.get_future().wait();
-    });
-    held.get_future().wait();
-  }
-  ~EventBatch() { Release(); }
-  void Release() {
-    if (!thread_.joinable()) return;
-    release_.set_value();
-    thread_.join();
-  }
-
- private:
-  std::promise<void> release_;
-  std::thread thread_;
-};
 
 // No fault maps a page's data while the reader applies a batch of events:
 // madvise(MADV_DONTNEED) returns once its event is read, and the reader

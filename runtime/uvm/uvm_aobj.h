@@ -13,6 +13,8 @@
 #ifndef UVMRT_UVM_UVM_AOBJ_H_
 #define UVMRT_UVM_UVM_AOBJ_H_
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -57,6 +59,14 @@ struct Chunk {
     return ent != nullptr;
   }
 };
+
+// Drops the owner lock for a moment so a pending userfaultfd event can be
+// read and handled (a mapping call refused for it), then takes it again.
+inline void retry_later(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) {
+  c.vmobjlock.Unlock();
+  sched_yield();
+  c.vmobjlock.Lock();
+}
 
 class Region : public std::enable_shared_from_this<Region> {
  public:

@@ -4,7 +4,6 @@
 // state is read under its owner lock when the fault is handled, and every
 // fault ends with the page mapped, its threads woken to retry, or poisoned.
 #include <poll.h>
-#include <sched.h>
 
 #include <algorithm>
 
@@ -32,14 +31,6 @@ uint64_t Uvm::fault_ahead(const Region& r, uint64_t idx, bool zerofill) const {
 namespace {
 absl::Status kWouldBlock() {
   return absl::AbortedError("would block");
-}
-
-// Drops the owner lock for a moment so a pending userfaultfd event can be
-// read and handled, then takes it again.
-void retry_later(Chunk& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c.vmobjlock) {
-  c.vmobjlock.Unlock();
-  sched_yield();
-  c.vmobjlock.Lock();
 }
 }  // namespace
 

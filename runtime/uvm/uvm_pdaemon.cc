@@ -427,9 +427,7 @@ void Uvm::uvmpd_remap_kept(Region& r, uint64_t first, uint64_t end) {
     k = uvm_map_mappable(r, c, k, cend);
     if (k == cend) continue;
     if (absl::Now() >= deadline) return;
-    c.vmobjlock.Unlock();
-    sched_yield();
-    c.vmobjlock.Lock();
+    retry_later(c);
   }
 }
 

@@ -139,8 +139,7 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
       return absl::FailedPreconditionError("uvmrt: cannot open /proc/self/maps (" + errstr(errno) +
                                            "): mount /proc");
     }
-  }
-  if (!p->events_) {
+  } else {
     logger()->warn(
         "uvmrt: userfaultfd events are unavailable: MADV_DONTNEED, munmap and mremap on regions "
         "are not seen, so discarded memory may keep its old contents");
