@@ -331,6 +331,7 @@ void RuntimeImpl::reader_loop() {
       // (Uvm::uvm_event_lock), during which no other thread maps a page's
       // data: an madvise(MADV_DONTNEED) returns once its event is read.
       uvm->uvm_event_lock().Lock();
+      pmap->begin_self_remove_batch();
       ssize_t n = read(pmap->uffd(), msgs, sizeof(msgs));
       if (n < 0) {
         uvm->uvm_event_lock().Unlock();

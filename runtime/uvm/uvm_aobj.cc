@@ -26,6 +26,30 @@ bool Region::in_hole(uint64_t idx) {
   return false;
 }
 
+uint64_t Region::live_from(uint64_t idx, uint64_t end) const {
+  if (!has_holes_.load(std::memory_order_acquire)) return idx;
+  MutexLock l(&hole_lock_);
+  for (bool moved = true; moved && idx < end;) {
+    moved = false;
+    for (const auto& [first, n] : holes_) {
+      if (idx >= first && idx < first + n) {
+        idx = first + n;
+        moved = true;
+      }
+    }
+  }
+  return std::min(idx, end);
+}
+
+uint64_t Region::live_end(uint64_t idx, uint64_t end) const {
+  if (!has_holes_.load(std::memory_order_acquire)) return end;
+  MutexLock l(&hole_lock_);
+  for (const auto& [first, n] : holes_) {
+    if (first + n > idx && first < end) end = std::max(idx, first);
+  }
+  return end;
+}
+
 void Region::add_poisoned(uint64_t idx) {
   MutexLock l(&poison_lock_);
   if (std::find(poisoned_.begin(), poisoned_.end(), idx) == poisoned_.end()) {

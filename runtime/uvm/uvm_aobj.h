@@ -122,6 +122,11 @@ class Region : public std::enable_shared_from_this<Region> {
   // region's view there is gone.
   void add_hole(uint64_t first, uint64_t n) ABSL_LOCKS_EXCLUDED(hole_lock_);
   bool in_hole(uint64_t idx) ABSL_LOCKS_EXCLUDED(hole_lock_);
+  // The first page of [idx, end) that is not in a hole, or end; and the
+  // first page from there that is, or end: the live run that begins the
+  // range.  Lock-free while the region has no holes.
+  uint64_t live_from(uint64_t idx, uint64_t end) const ABSL_LOCKS_EXCLUDED(hole_lock_);
+  uint64_t live_end(uint64_t idx, uint64_t end) const ABSL_LOCKS_EXCLUDED(hole_lock_);
   // The parts of [0, npages) that are still mapped, as (first, n) runs.
   std::vector<std::pair<uint64_t, uint64_t>> live_runs() ABSL_LOCKS_EXCLUDED(hole_lock_);
   void set_dead() { dead_.store(true, std::memory_order_release); }
@@ -162,7 +167,7 @@ class Region : public std::enable_shared_from_this<Region> {
       wscore_.store(v + d, std::memory_order_relaxed);  // a lost update is harmless
     }
   }
-  Mutex hole_lock_;
+  mutable Mutex hole_lock_;
   std::vector<std::pair<uint64_t, uint64_t>> holes_ ABSL_GUARDED_BY(hole_lock_);
   std::atomic<bool> has_holes_{false};  // holes_ is not empty: a lock-free fast path
   Mutex poison_lock_;

@@ -236,6 +236,9 @@ absl::Status Uvm::uvm_fault_locked(Region& r, uint64_t idx, fault_access access,
 //    empty (idx == end: a run that ends with its chunk).
 uint64_t Uvm::uvm_fault_gather(Region& r, Chunk& c, uint64_t idx, uint64_t end, uint32_t slot,
                                uint64_t max, vm_page** out) {
+  // Never into a hole the application unmapped: a page there holds no frame
+  // and no slot, as a never-touched page, but is not the region's to map.
+  end = r.live_end(idx, end);
   uint64_t n = 0;
   while (n < max && idx + n < end) {
     pgent& ne = c.ent[(idx + n) & kChunkMask];

@@ -139,6 +139,7 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
       return absl::FailedPreconditionError("uvmrt: cannot open /proc/self/maps (" + errstr(errno) +
                                            "): mount /proc");
     }
+    p->fast_query_ = uvm_mapping_query_fast(p->maps_fd_);
   } else {
     logger()->warn(
         "uvmrt: userfaultfd events are unavailable: MADV_DONTNEED, munmap and mremap on regions "
@@ -152,6 +153,11 @@ absl::StatusOr<std::unique_ptr<UffdPmap>> UffdPmap::Create(bool sigbus) {
 
   p->memfd_ = memfd_create("uvmrt", MFD_CLOEXEC);
   if (p->memfd_ < 0) return absl::InternalError("uvmrt: memfd_create: " + errstr(errno));
+  struct stat st {};
+  if (fstat(p->memfd_, &st) != 0) {
+    return absl::InternalError("uvmrt: fstat of the memfd: " + errstr(errno));
+  }
+  p->memfd_ino_ = st.st_ino;
   uint64_t backing = kBackingBytesMax;
   void* d = MAP_FAILED;
   for (; backing >= kBackingBytesMin; backing /= 2) {
@@ -269,8 +275,17 @@ void UffdPmap::destroy_view(Region& r) {
 
 uint64_t SelfRemoves::add(uint64_t start, uint64_t end) {
   MutexLock l(&lock_);
-  pending_.push_back(Call{start, end, ++calls_, false});
+  Call c;
+  c.next = start;
+  c.last = end;
+  c.number = ++calls_;
+  pending_.push_back(c);
   return calls_;
+}
+
+void SelfRemoves::begin_batch() {
+  MutexLock l(&lock_);
+  for (Call& c : pending_) c.live = !c.returned;
 }
 
 void SelfRemoves::returned(uint64_t call) {
@@ -292,25 +307,26 @@ size_t SelfRemoves::pending() const {
 
 bool SelfRemoves::consume(uint64_t start, uint64_t end) {
   MutexLock l(&lock_);
-  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
-    uint64_t& next = it->next;
-    const uint64_t last = it->last;
-    if (end <= next || start >= last) continue;
-    // The next event of this call: its whole range, unless the range spans
-    // more than one mapping or begins in a gap (rare: ask the kernel).
-    uint64_t s = next, e = last;
-    if (start != next || end != last) {
-      uint64_t ms = 0, me = 0;
-      if (!query_(next, &ms, &me) || ms >= last) continue;
-      s = std::max(next, ms);
-      e = std::min(last, me);
+  for (Call& c : pending_) {
+    const uint64_t lo = c.prev_start == kNone ? c.next : c.prev_start;
+    if (!c.live || end <= lo || start >= c.last) continue;
+    // The next event of this call: its whole remaining range, unless the
+    // range now spans more than one mapping or begins in a gap (rare: ask
+    // the kernel where the next mapping is).
+    bool ours = start == c.next && end == c.last;
+    uint64_t ms = 0, me = 0;
+    if (!ours && c.next < c.last && query_(c.next, &ms, &me) && ms < c.last) {
+      ours = start == std::max(c.next, ms) && end == std::min(c.last, me);
     }
-    if (start != s || end != e) continue;  // not this call's
-    if (end == last) {
-      pending_.erase(it);
-    } else {
-      next = end;
+    // A repetition: the mapping was split or partly unmapped while the call
+    // waited, and the kernel went on from where the mapping now ends.
+    if (!ours && c.prev_start != kNone && start > c.prev_start && start <= c.next &&
+        end <= c.last) {
+      ours = query_(start, &ms, &me) && ms == start;
     }
+    if (!ours) continue;  // not this call's
+    c.prev_start = start;
+    c.next = std::max(c.next, end);
     return true;
   }
   return false;  // the application's
@@ -342,21 +358,34 @@ bool mapping_from_text(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* en
     }
   }
 }
+
+// PROCMAP_QUERY: the mapping that covers addr, or else the first one above
+// it.  False with errno ENOENT if there is none.
+bool query_vma(int maps_fd, uint64_t addr, procmap_query* q) {
+  *q = procmap_query{};
+  q->size = sizeof(*q);
+  q->query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA;
+  q->query_addr = addr;
+  return ioctl(maps_fd, PROCMAP_QUERY, q) == 0;
+}
 }  // namespace
 
 bool uvm_mapping_from(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end) {
   if (maps_fd < 0) return false;
   procmap_query q{};
-  q.size = sizeof(q);
-  q.query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA;
-  q.query_addr = addr;
-  if (ioctl(maps_fd, PROCMAP_QUERY, &q) == 0) {
+  if (query_vma(maps_fd, addr, &q)) {
     *start = q.vma_start;
     *end = q.vma_end;
     return true;
   }
   if (errno == ENOENT) return false;  // no mapping at or above addr
   return mapping_from_text(maps_fd, addr, start, end);
+}
+
+bool uvm_mapping_query_fast(int maps_fd) {
+  if (maps_fd < 0) return false;
+  procmap_query q{};
+  return query_vma(maps_fd, 0, &q) || errno == ENOENT;
 }
 
 absl::Status UffdPmap::enter(const Region& r, uint64_t idx, bool wp) {
@@ -484,8 +513,43 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
   return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
 }
 
+// Unmaps the region's own view over [idx, idx + n): the holes the
+// application unmapped are skipped, since another mapping may have taken
+// their place, and with the kernel's cheap query, so is any piece that is
+// not the region's view of its pages (placed in a hole whose munmap's event
+// is not yet read): MADV_DONTNEED there would empty someone else's memory.
+// One call per piece, each within one mapping when it is made.
 void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
-  const uint64_t start = r.addr(idx), end = start + (n << PAGE_SHIFT);
+  const uint64_t last = idx + n;
+  for (uint64_t a = r.live_from(idx, last); a < last;) {
+    const uint64_t b = r.live_end(a, last);
+    uint64_t start = r.addr(a);
+    const uint64_t end = r.addr(b);
+    while (start < end) {
+      uint64_t s = start, e = end;
+      procmap_query q{};
+      if (fast_query_ && query_vma(maps_fd_, start, &q)) {
+        if (q.vma_start >= end) break;  // nothing mapped from here on
+        s = std::max(start, static_cast<uint64_t>(q.vma_start));
+        e = std::min(end, static_cast<uint64_t>(q.vma_end));
+        const uint64_t want = (r.pgoff() + ((s - r.base()) >> PAGE_SHIFT)) << PAGE_SHIFT;
+        if (q.inode != memfd_ino_ || q.vma_offset + (s - q.vma_start) != want) {
+          start = e;  // not this region's view
+          continue;
+        }
+      } else if (fast_query_ && errno == ENOENT) {
+        break;  // nothing mapped from here on
+      }
+      // (A failed query otherwise unmaps the range as asked: an inactive
+      // page must not stay mapped.)
+      remove_range(r, s, e);
+      start = e;
+    }
+    a = r.live_from(b, last);
+  }
+}
+
+void UffdPmap::remove_range(const Region& r, uint64_t start, uint64_t end) {
   // The REMOVE events this sends are read (and must be recognized as ours)
   // before madvise returns, so record them first.
   const uint64_t call = events_ ? self_removes_.add(start, end) : 0;

@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -39,6 +40,18 @@ namespace uvmrt::uvm {
 // record, would discard every page of its range.  An application event
 // equal to the next one expected cannot be told from it, and need not be:
 // either way, one of the two discards the pages and the other does not.
+//
+// A mapping split or partly unmapped while a call waits for its event to
+// be read (the application's mprotect or munmap) makes the kernel go on
+// from the new end of the mapping: the call's next event then begins
+// inside the range of the one before (the kernel calls it a repetition).
+// Such an event, from a call still in progress when the batch that holds
+// it was read, beginning where a mapping now begins, is the call's too;
+// taken for the application's, it would discard live pages.  What is left
+// to chance: the mappings changing again before the reader looks at them
+// (the application's mprotect back and forth in a tight loop over the
+// region), or an application discard that begins exactly where a mapping
+// begins, inside a range the call has just unmapped.
 class SelfRemoves {
  public:
   // Sets *start and *end to the mapping that covers addr, or else the
@@ -46,6 +59,10 @@ class SelfRemoves {
   using MappingQuery = std::function<bool(uint64_t addr, uint64_t* start, uint64_t* end)>;
   explicit SelfRemoves(MappingQuery query) : query_(std::move(query)) {}
 
+  // Before each read of the userfaultfd: the calls not returned now are the
+  // only ones whose events the read can return.
+  // => the userfaultfd reader.
+  void begin_batch() ABSL_LOCKS_EXCLUDED(lock_);
   // Before a call over [start, end); returns its number.
   uint64_t add(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(lock_);
   // After call number `call` has returned: every event it sent has been
@@ -56,19 +73,21 @@ class SelfRemoves {
   // => the userfaultfd reader, once it has applied the events it has read
   //    (then every event of those calls has been consumed).
   void retire() ABSL_LOCKS_EXCLUDED(lock_);
-  // For each REMOVE event read: true if it is the next one of a recorded
-  // call, which then expects the one after it.
+  // For each REMOVE event read: true if it is one of a recorded call's.
   // => the userfaultfd reader.
   bool consume(uint64_t start, uint64_t end) ABSL_LOCKS_EXCLUDED(lock_);
-  // Calls with events still expected.
+  // Calls not yet retired.
   size_t pending() const ABSL_LOCKS_EXCLUDED(lock_);
 
  private:
+  static constexpr uint64_t kNone = ~uint64_t{0};
   struct Call {
-    uint64_t next;  // the range still to be sent: [next, last)
-    uint64_t last;
-    uint64_t number;
-    bool returned;
+    uint64_t next = 0;  // the range still to be sent: [next, last)
+    uint64_t last = 0;
+    uint64_t number = 0;
+    bool returned = false;
+    bool live = true;             // not returned when the batch was read
+    uint64_t prev_start = kNone;  // where its last event began
   };
   const MappingQuery query_;
   mutable Mutex lock_;
@@ -81,6 +100,9 @@ class SelfRemoves {
 // the kernel lacks it).
 // => maps_fd is /proc/self/maps, open.
 bool uvm_mapping_from(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end);
+// True if the kernel answers uvm_mapping_from with PROCMAP_QUERY (Linux
+// 6.11), a cheap ioctl, rather than by a read of the whole file.
+bool uvm_mapping_query_fast(int maps_fd);
 
 class UffdPmap final : public Pmap {
  public:
@@ -132,6 +154,9 @@ class UffdPmap final : public Pmap {
   bool consume_self_remove(uint64_t start, uint64_t end) {
     return self_removes_.consume(start, end);
   }
+  // Before each read of the userfaultfd (SelfRemoves::begin_batch).
+  // => the reader.
+  void begin_self_remove_batch() { self_removes_.begin_batch(); }
   // After the reader has applied the events it has read (SelfRemoves::retire).
   // => the reader.
   void retire_self_removes() { self_removes_.retire(); }
@@ -139,9 +164,12 @@ class UffdPmap final : public Pmap {
  private:
   UffdPmap() = default;
   absl::StatusOr<uint64_t> alloc_range(uint64_t npages) ABSL_LOCKS_EXCLUDED(range_lock_);
+  // One MADV_DONTNEED over [start, end), an address range of r's view.
+  void remove_range(const Region& r, uint64_t start, uint64_t end);
 
   int uffd_ = -1;
   int memfd_ = -1;
+  uint64_t memfd_ino_ = 0;  // its inode: the mappings of the regions' views
   char* direct_ = nullptr;
   uint64_t backing_pages_ = 0;
   bool wp_ = false;
@@ -153,6 +181,7 @@ class UffdPmap final : public Pmap {
   // The runtime's own MADV_DONTNEED calls whose REMOVE events are not all
   // read, and /proc/self/maps, which tells their events apart.
   int maps_fd_ = -1;
+  bool fast_query_ = false;  // PROCMAP_QUERY on maps_fd_ (uvm_mapping_query_fast)
   SelfRemoves self_removes_{[this](uint64_t addr, uint64_t* start, uint64_t* end) {
     return uvm_mapping_from(maps_fd_, addr, start, end);
   }};
