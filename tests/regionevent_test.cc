@@ -1,6 +1,7 @@
 // regionevent_test: a region behaves as private anonymous memory under what
-// the application can do to it: MADV_DONTNEED, MADV_REMOVE, munmap, mremap
-// and fork.  Frames and slots are released, and nothing stale is read back.
+// the application can do to it: MADV_DONTNEED, MADV_REMOVE, munmap,
+// mprotect, mremap and fork.  Frames and slots are released, and nothing
+// stale is read back.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -267,6 +268,53 @@ TEST(RegionEvents, MunmapOfPartsUnderDeactivationsKeepsData) {
   unmapper.join();
   EXPECT_EQ(lost.pages, 0) << lost.pages << " pages lost their data, the first page " << lost.first;
   EXPECT_GT(unmapped.load(), nwindows / 4) << "few parts were unmapped while the threads ran";
+  EXPECT_GT(f.rt->GetStats().pgswapout, 0) << "nothing was evicted";
+}
+
+// A part of a region made read-only reads back its data through eviction
+// (swap-ins into a read-only mapping), and takes writes again once it is
+// writable.
+TEST(RegionEvents, MprotectedPartReadsBack) {
+  Fixture f;
+  f.write_all(1);
+  const uint64_t first = f.npages / 4, n = f.npages / 2;
+  ASSERT_EQ(mprotect(f.base + first * kPage, n * kPage, PROT_READ), 0);
+  EXPECT_EQ(f.first_bad(1), -1) << "read back through a read-only part";
+  ASSERT_EQ(mprotect(f.base + first * kPage, n * kPage, PROT_READ | PROT_WRITE), 0);
+  f.write_all(2);
+  EXPECT_EQ(f.first_bad(2), -1);
+  EXPECT_GT(f.rt->GetStats().pgswapin, 0) << "nothing was read back from swap";
+}
+
+// The same with mprotect: one page in each window goes read-only and back,
+// a window at a time, splitting and merging the region's mapping while the
+// page daemon unmaps around it.  (A page flipped back within tens of
+// microseconds, faster than the reader reads, is left to chance:
+// SelfRemoves.)
+TEST(RegionEvents, MprotectOfPartsUnderDeactivationsKeepsData) {
+  Fixture f;
+  constexpr uint64_t kWindow = 64;  // pages
+  const uint64_t nwindows = f.npages / kWindow;
+  auto guard = [&](uint64_t p) { return p % kWindow == kWindow / 2; };
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> changes{0};
+  std::thread protector([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (int prot : {PROT_READ, PROT_READ | PROT_WRITE}) {
+        for (uint64_t w = 0; w < nwindows; w++) {
+          if (mprotect(f.base + (w * kWindow + kWindow / 2) * kPage, kPage, prot) != 0) return;
+          changes++;
+          std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+      }
+    }
+  });
+  const Lost lost =
+      write_and_verify(f, 2, [&](uint64_t t, uint64_t p) { return p % 2 == t && !guard(p); });
+  stop.store(true);
+  protector.join();
+  EXPECT_EQ(lost.pages, 0) << lost.pages << " pages lost their data, the first page " << lost.first;
+  EXPECT_GT(changes.load(), nwindows / 4) << "few mappings changed while the threads ran";
   EXPECT_GT(f.rt->GetStats().pgswapout, 0) << "nothing was evicted";
 }
 

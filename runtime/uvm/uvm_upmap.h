@@ -48,10 +48,10 @@ namespace uvmrt::uvm {
 // Such an event, from a call still in progress when the batch that holds
 // it was read, beginning where a mapping now begins, is the call's too;
 // taken for the application's, it would discard live pages.  What is left
-// to chance: the mappings changing again before the reader looks at them
-// (the application's mprotect back and forth in a tight loop over the
-// region), or an application discard that begins exactly where a mapping
-// begins, inside a range the call has just unmapped.
+// to chance: a mapping changed back before the reader looks at it (the
+// application's mprotect of a page and back again within tens of
+// microseconds), or an application discard that begins exactly where a
+// mapping begins, inside a range the call has just unmapped.
 class SelfRemoves {
  public:
   // Sets *start and *end to the mapping that covers addr, or else the
