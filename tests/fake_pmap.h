@@ -192,15 +192,21 @@ class FakePmap final : public uvm::Pmap {
     return absl::OkStatus();
   }
 
-  void remove(const uvm::Region& r, uint64_t idx, uint64_t n) override {
+  bool remove(const uvm::Region& r, uint64_t idx, uint64_t n) override {
+    bool all = true;
     {
       uvmrt::MutexLock l(&mu_);
-      for (uint64_t i = idx; i < idx + n; i++) {
+      if (miss_removes_ > 0) {
+        miss_removes_--;
+        all = false;
+      }
+      for (uint64_t i = idx; i < idx + n && all; i++) {
         PageState* p = app_page(r, i, "remove");
         if (p != nullptr) p->mapped = p->wp = false;
       }
     }
     record({kRemove, &r, idx, n, false});
+    return all;
   }
 
   absl::Status unprotect(const uvm::Region& r, uint64_t idx) override {
@@ -291,6 +297,12 @@ class FakePmap final : public uvm::Pmap {
     uvmrt::MutexLock l(&mu_);
     fail_enters_ = n;
   }
+  // The next n unmapping calls unmap nothing and say so, as a call made
+  // where the region no longer is (moved by an mremap not yet read).
+  void MissNextRemoves(int n) {
+    uvmrt::MutexLock l(&mu_);
+    miss_removes_ = n;
+  }
   void set_hook(std::function<void(const Call&)> hook) {
     uvmrt::MutexLock l(&mu_);
     hook_ = std::move(hook);
@@ -347,6 +359,7 @@ class FakePmap final : public uvm::Pmap {
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
   std::function<void(const Call&)> hook_ ABSL_GUARDED_BY(mu_);
   int fail_enters_ ABSL_GUARDED_BY(mu_) = 0;
+  int miss_removes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace uvmrt::testing

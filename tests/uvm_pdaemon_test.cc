@@ -489,6 +489,33 @@ TEST_F(PdaemonTest, ActiveScanUnmapsARunOfWindowsInOneCall) {
 // it then maps again.  Here it picks page 10 (the oldest): 11, 40, 50 and 55
 // are old and go with it; 20..24 are the youngest and stay active and
 // mapped, so the one call is 10..55.
+// An unmapping call that unmapped nothing (made where the region no longer
+// is: an mremap whose event the reader has not read) deactivates none of
+// its pages: they stay active and mapped, where an inactive page still
+// mapped would take writes after its pageout that its free would lose.
+TEST_F(PdaemonTest, ActiveScanKeepsActiveWhatItCouldNotUnmap) {
+  Init(1024, 8, 64);
+  std::shared_ptr<Region> r = Map(600);
+  r->set_advice(Region::ADV_RANDOM);
+  for (uint64_t i = 0; i < 600; i++) Fault(*r, i, FAULT_WRITE);
+  pmap_.MissNextRemoves(1);
+  UvmTestPeer::ScanActive(*uvm_, 256, 0);
+  EXPECT_EQ(pmap_.ranges(FakePmap::kRemove),
+            (std::vector<std::pair<uint64_t, uint64_t>>{{0, 256}}));
+  EXPECT_EQ(uvm_->exp().pddeact.load(), 0);
+  EXPECT_EQ(uvm_->exp().inactive.load(), 0);
+  for (uint64_t i = 0; i < 600; i++) {
+    EXPECT_TRUE(Flags(*r, i) & PQ_ACTIVE) << "page " << i;
+    EXPECT_FALSE(Flags(*r, i) & PG_DEACT) << "page " << i;
+    EXPECT_TRUE(pmap_.mapped(*r, i)) << "page " << i;
+  }
+  ExpectConsistent();
+  // The next scan, whose call unmaps, deactivates them.
+  UvmTestPeer::ScanActive(*uvm_, 256, 0);
+  EXPECT_EQ(uvm_->exp().pddeact.load(), 256);
+  ExpectConsistent();
+}
+
 TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   Init(256, 8, 64);
   std::shared_ptr<Region> r = Map(200);

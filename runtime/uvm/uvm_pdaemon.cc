@@ -376,7 +376,18 @@ void Uvm::uvmpd_deactivate_batch(std::vector<deact_entry>& batch) {
     while (j < batch.size() && uvmpd_deactivate_joins(batch[j - 1], batch[j])) j++;
     Region& r = *batch[i].region;
     const uint64_t first = batch[i].idx, end = batch[j - 1].idx + 1;
-    pmap_->remove(r, first, end - first);
+    if (!pmap_->remove(r, first, end - first)) {
+      // Some page may still be mapped (the region moved under the call):
+      // none of the batch is deactivated, and all are mapped again where
+      // the region is.
+      for (size_t k = i; k < j; k++) {
+        Chunk& c = r.chunk_of(batch[k].idx);
+        MutexLock l(&c.vmobjlock);
+        if (c.ent[batch[k].idx & kChunkMask].frame == frame_index(batch[k].pg)) {
+          batch[k].pg->clearbits(PG_DEACT);
+        }
+      }
+    }
     uvmpd_remap_kept(r, first, end);
     for (size_t k = i; k < j; k++) {
       vm_page* p = batch[k].pg;

@@ -111,9 +111,12 @@ class Pmap {
 
   // pmap_page_protect(PROT_NONE) on [idx, idx+n): the pages stay resident
   // in the backing object.  A later touch takes a fault (the reference bit).
+  // False if some page outside the region's holes may still be mapped (the
+  // region's view was not where the call looked: moved by an mremap whose
+  // event is not yet read).
   // => caller holds no owner lock: the userfaultfd event this sends is read
   //    before the call returns, and its reader may need those locks.
-  virtual void remove(const Region& r, uint64_t idx, uint64_t n) = 0;
+  virtual bool remove(const Region& r, uint64_t idx, uint64_t n) = 0;
 
   // Lifts write protection after the first write to a clean page, waking
   // the writer.

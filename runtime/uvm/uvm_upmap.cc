@@ -519,7 +519,8 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
 // not the region's view of its pages (placed in a hole whose munmap's event
 // is not yet read): MADV_DONTNEED there would empty someone else's memory.
 // One call per piece, each within one mapping when it is made.
-void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
+bool UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
+  bool all = true;
   const uint64_t last = idx + n;
   for (uint64_t a = r.live_from(idx, last); a < last;) {
     const uint64_t b = r.live_end(a, last);
@@ -529,27 +530,34 @@ void UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
       uint64_t s = start, e = end;
       procmap_query q{};
       if (fast_query_ && query_vma(maps_fd_, start, &q)) {
-        if (q.vma_start >= end) break;  // nothing mapped from here on
+        if (q.vma_start >= end) {  // nothing mapped from here on
+          all = false;
+          break;
+        }
+        if (q.vma_start > start) all = false;  // a gap in the view
         s = std::max(start, static_cast<uint64_t>(q.vma_start));
         e = std::min(end, static_cast<uint64_t>(q.vma_end));
         const uint64_t want = (r.pgoff() + ((s - r.base()) >> PAGE_SHIFT)) << PAGE_SHIFT;
         if (q.inode != memfd_ino_ || q.vma_offset + (s - q.vma_start) != want) {
-          start = e;  // not this region's view
+          all = false;  // not this region's view
+          start = e;
           continue;
         }
       } else if (fast_query_ && errno == ENOENT) {
-        break;  // nothing mapped from here on
+        all = false;  // nothing mapped from here on
+        break;
       }
       // (A failed query otherwise unmaps the range as asked: an inactive
       // page must not stay mapped.)
-      remove_range(r, s, e);
+      if (!remove_range(r, s, e)) all = false;
       start = e;
     }
     a = r.live_from(b, last);
   }
+  return all;
 }
 
-void UffdPmap::remove_range(const Region& r, uint64_t start, uint64_t end) {
+bool UffdPmap::remove_range(const Region& r, uint64_t start, uint64_t end) {
   // The REMOVE events this sends are read (and must be recognized as ours)
   // before madvise returns, so record them first.
   const uint64_t call = events_ ? self_removes_.add(start, end) : 0;
@@ -561,7 +569,9 @@ void UffdPmap::remove_range(const Region& r, uint64_t start, uint64_t end) {
   if (events_) self_removes_.returned(call);
   if (ret != 0) {
     if (!r.dead() && e != ENOMEM) logger()->error("uvmrt: MADV_DONTNEED failed: {}", errstr(e));
+    return false;
   }
+  return true;
 }
 
 absl::Status UffdPmap::unprotect(const Region& r, uint64_t idx) {

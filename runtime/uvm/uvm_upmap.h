@@ -128,7 +128,7 @@ class UffdPmap final : public Pmap {
                         bool wp) override;
   void place_run(const Region& r, uint64_t idx, uint64_t n, const char* src) override;
   bool read_run(const Region& r, uint64_t idx, uint64_t n, char* dst) override;
-  void remove(const Region& r, uint64_t idx, uint64_t n) override;
+  bool remove(const Region& r, uint64_t idx, uint64_t n) override;
   absl::Status unprotect(const Region& r, uint64_t idx) override;
   void release(const Region& r, uint64_t idx, uint64_t n) override;
   void wake(const Region& r, uint64_t idx) override;
@@ -164,8 +164,9 @@ class UffdPmap final : public Pmap {
  private:
   UffdPmap() = default;
   absl::StatusOr<uint64_t> alloc_range(uint64_t npages) ABSL_LOCKS_EXCLUDED(range_lock_);
-  // One MADV_DONTNEED over [start, end), an address range of r's view.
-  void remove_range(const Region& r, uint64_t start, uint64_t end);
+  // One MADV_DONTNEED over [start, end), an address range of r's view;
+  // false if part of it was not mapped.
+  bool remove_range(const Region& r, uint64_t start, uint64_t end);
 
   int uffd_ = -1;
   int memfd_ = -1;
