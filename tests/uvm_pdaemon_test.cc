@@ -483,12 +483,6 @@ TEST_F(PdaemonTest, ActiveScanUnmapsARunOfWindowsInOneCall) {
   ExpectConsistent();
 }
 
-// The active scan takes with the page it picks the active pages of its
-// 64-page window that are in the older half of the active queue, and unmaps
-// them with one call per window, over the pages it leaves active too, which
-// it then maps again.  Here it picks page 10 (the oldest): 11, 40, 50 and 55
-// are old and go with it; 20..24 are the youngest and stay active and
-// mapped, so the one call is 10..55.
 // An unmapping call that unmapped nothing (made where the region no longer
 // is: an mremap whose event the reader has not read) deactivates none of
 // its pages: they stay active and mapped, where an inactive page still
@@ -516,6 +510,12 @@ TEST_F(PdaemonTest, ActiveScanKeepsActiveWhatItCouldNotUnmap) {
   ExpectConsistent();
 }
 
+// The active scan takes with the page it picks the active pages of its
+// 64-page window that are in the older half of the active queue, and unmaps
+// them with one call per window, over the pages it leaves active too, which
+// it then maps again.  Here it picks page 10 (the oldest): 11, 40, 50 and 55
+// are old and go with it; 20..24 are the youngest and stay active and
+// mapped, so the one call is 10..55.
 TEST_F(PdaemonTest, ActiveScanDeactivatesOldNeighboursInOneCall) {
   Init(256, 8, 64);
   std::shared_ptr<Region> r = Map(200);

@@ -275,11 +275,7 @@ void UffdPmap::destroy_view(Region& r) {
 
 uint64_t SelfRemoves::add(uint64_t start, uint64_t end) {
   MutexLock l(&lock_);
-  Call c;
-  c.next = start;
-  c.last = end;
-  c.number = ++calls_;
-  pending_.push_back(c);
+  pending_.push_back(Call{.next = start, .last = end, .number = ++calls_});
   return calls_;
 }
 
