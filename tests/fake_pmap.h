@@ -83,7 +83,7 @@ class FakePmap final : public uvm::Pmap {
 
   // ---- Pmap ----
 
-  absl::Status create_view(uvm::Region& r) override {
+  absl::Status create_view(uvm::Region& r, AddressTaken /*taken*/) override {
     {
       uvmrt::MutexLock l(&mu_);
       auto v = std::make_unique<View>();

@@ -401,6 +401,77 @@ TEST(RegionEvents, MunmapOfWholeRegionDetachesIt) {
   EXPECT_FALSE(f.rt->Unmap(f.base).ok());  // already gone
 }
 
+// munmap and mremap return once the runtime has read their event, not
+// applied it, and the kernel may give the freed addresses to the next Map at
+// once.  A region mapped there is the new region's alone: the old region's
+// event must not release it, and the old region's pages outside the freed
+// part keep working.
+TEST(RegionEvents, MapReusingAddressesFreedByMunmapOrMremap) {
+  const Fixture f(test_budget(), /*map=*/false);
+  Runtime* rt = f.rt.get();
+  const uint64_t npages = 64;
+  const size_t bytes = npages * kPage;
+  int reused = 0;
+  for (uint64_t round = 0; round < 60; round++) {
+    auto m = rt->Map(bytes);
+    ASSERT_TRUE(m.ok()) << m.status();
+    char* a = static_cast<char*>(*m);
+    for (uint64_t p = 0; p < npages; p++) fill_page(a + p * kPage, p, round + 1);
+    // Free all of it, a middle part, or move it away.
+    const int how = static_cast<int>(round % 3);
+    uint64_t first = 0, n = npages;
+    if (how == 1) {
+      first = npages / 4;
+      n = npages / 2;
+    }
+    char* moved = nullptr;
+    if (how == 2) {
+      void* dst = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      ASSERT_NE(dst, MAP_FAILED);
+      moved = static_cast<char*>(mremap(a, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, dst));
+      ASSERT_EQ(moved, dst);
+    } else {
+      ASSERT_EQ(munmap(a + first * kPage, n * kPage), 0);
+    }
+    // The next region, of the freed size, at once.
+    auto m2 = rt->Map(n * kPage);
+    ASSERT_TRUE(m2.ok()) << m2.status();
+    char* b = static_cast<char*>(*m2);
+    if (b == a + first * kPage) reused++;
+    for (uint64_t p = 0; p < n; p++) {
+      ASSERT_TRUE(page_is_zero(b + p * kPage)) << "round " << round << " new page " << p;
+      fill_page(b + p * kPage, 1000 + p, round + 1);
+    }
+    usleep(2000);  // the old region's event is applied by now
+    for (uint64_t p = 0; p < n; p++) {
+      ASSERT_EQ(check_page(b + p * kPage, 1000 + p, round + 1), -1)
+          << "round " << round << " new page " << p;
+    }
+    if (how == 1) {
+      for (uint64_t p = 0; p < npages; p++) {
+        if (p >= first && p < first + n) continue;
+        ASSERT_EQ(check_page(a + p * kPage, p, round + 1), -1)
+            << "round " << round << " old page " << p;
+      }
+      ASSERT_TRUE(rt->Unmap(a).ok());
+    } else if (how == 2) {
+      for (uint64_t p = 0; p < npages; p++) {
+        ASSERT_EQ(check_page(moved + p * kPage, p, round + 1), -1)
+            << "round " << round << " moved page " << p;
+      }
+      ASSERT_TRUE(rt->Unmap(moved).ok());
+    }
+    ASSERT_TRUE(rt->Unmap(b).ok()) << "round " << round;
+  }
+  printf("the new region took the freed addresses in %d of 60 rounds\n", reused);
+  EXPECT_GT(reused, 0) << "the kernel never reused the freed addresses: the test proves nothing";
+  const Stats s = rt->GetStats();
+  EXPECT_EQ(s.regions, 0);
+  EXPECT_EQ(s.mapped_bytes, 0);
+  EXPECT_EQ(s.free, s.npages);
+  EXPECT_EQ(s.swpginuse, 0);
+}
+
 TEST(RegionEvents, MremapMovesWholeRegion) {
   Fixture f;
   f.write_all(4);

@@ -5,15 +5,20 @@
 // regions, verifying each page's pattern before they change it, while churn
 // threads map regions (each must read zero), fill them with their own
 // pattern, verify them and unmap them.  A sampler checks the kernel's count
-// of resident pages against the budget throughout.  It runs ~10 s (2.5 s at
+// of resident pages against the budget throughout.  A second run adds the
+// application's own calls: discards, system calls on the memory, advice,
+// mremap and munmap of parts.  It runs ~10 s (2.5 s at
 // UVMRT_TEST_SCALE=small); UVMRT_SOAK_SECONDS=N makes it a soak of N seconds.
 #include <dirent.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <string>
@@ -64,25 +69,186 @@ struct LongRegion {
   char* base = nullptr;
   uint64_t npages = 0;
   uint64_t id = 0;            // pattern namespace: page numbers id << 32 | p
-  std::vector<uint32_t> gen;  // page p is owned by worker p % kWorkers
+  std::vector<uint32_t> gen;  // 0: the page must read zero
 };
 
 constexpr int kWorkers = 4;
 constexpr int kChurners = 2;
+// Pages are owned in blocks of kBlock: block b by worker b % kWorkers.
+constexpr uint64_t kBlock = 8;
 
-TEST(Stress, RandomAccessWithMapUnmapChurn) {
+// What the threads do besides reading and writing their pages.
+struct Mix {
+  // Workers also discard runs of their pages (MADV_DONTNEED, MADV_REMOVE),
+  // change their region's advice, and, with the fault threads, move pages
+  // in and out through system calls (a pipe); churners move their regions
+  // (mremap) and unmap parts of them.
+  bool app_calls = false;
+};
+
+// Counts of what the threads did, for the report and the checks.
+struct Done {
+  std::atomic<int64_t> worker_ops{0}, churn_maps{0}, churn_pages{0}, max_resident{0};
+  std::atomic<int64_t> discards{0}, syscalls{0}, advice{0}, moves{0}, part_unmaps{0};
+};
+
+// The page worker t's `slot`-th page of a region of `npages` pages.
+uint64_t owned_page(uint64_t slot, int t) {
+  return ((slot / kBlock) * kWorkers + static_cast<uint64_t>(t)) * kBlock + slot % kBlock;
+}
+
+// Verifies page p of r against what its owner last wrote.
+bool page_ok(const LongRegion& r, uint64_t p) {
+  const char* a = r.base + p * kPage;
+  return r.gen[p] == 0 ? page_is_zero(a) : check_page(a, (r.id << 32) | p, r.gen[p]) == -1;
+}
+
+// Worker t's calls on its own pages from slot on (mix.app_calls): a discard
+// of a run inside the slot's block, which must read zero at once; a read of
+// the page by the kernel (write() into a pipe) and a write by it (read()
+// from the pipe), with the fault threads only, since in-thread faults fail
+// such calls with EFAULT; a change of the region's advice.
+void worker_app_call(Runtime* rt, LongRegion& r, uint64_t slot, int t, std::mt19937_64& rng,
+                     const int pipefd[2], Failures& failures, Done& done) {
+  const uint64_t p = owned_page(slot, t);
+  char* a = r.base + p * kPage;
+  const auto where = [&](uint64_t q) {
+    return "region " + std::to_string(r.id) + " page " + std::to_string(q);
+  };
+  switch (rng() % 8) {
+    case 0:
+    case 1: {
+      const uint64_t n = 1 + rng() % (kBlock - slot % kBlock);
+      const int advice = rng() % 2 == 0 ? MADV_DONTNEED : MADV_REMOVE;
+      if (madvise(a, n * kPage, advice) != 0) {
+        failures.Add("madvise " + where(p) + ": " + strerror(errno));
+        return;
+      }
+      for (uint64_t q = p; q < p + n; q++) {
+        r.gen[q] = 0;
+        if (!page_is_zero(r.base + q * kPage)) failures.Add("discarded " + where(q) + " not zero");
+      }
+      done.discards++;
+      return;
+    }
+    case 2:
+    case 3: {
+      if (in_thread_mode()) return;
+      alignas(64) static thread_local char buf[kPage];
+      if (write(pipefd[1], a, kPage) != static_cast<ssize_t>(kPage) ||
+          read(pipefd[0], buf, kPage) != static_cast<ssize_t>(kPage)) {
+        failures.Add("pipe out of " + where(p) + ": " + strerror(errno));
+        return;
+      }
+      const bool ok =
+          r.gen[p] == 0 ? page_is_zero(buf) : check_page(buf, (r.id << 32) | p, r.gen[p]) == -1;
+      if (!ok) failures.Add("the kernel read " + where(p) + " wrong");
+      fill_page(buf, (r.id << 32) | p, r.gen[p] + 1);
+      if (write(pipefd[1], buf, kPage) != static_cast<ssize_t>(kPage) ||
+          read(pipefd[0], a, kPage) != static_cast<ssize_t>(kPage)) {
+        failures.Add("pipe into " + where(p) + ": " + strerror(errno));
+        return;
+      }
+      r.gen[p]++;
+      done.syscalls++;
+      return;
+    }
+    case 4: {
+      static constexpr Runtime::Advice kAdvice[] = {
+          Runtime::Advice::kNormal, Runtime::Advice::kRandom, Runtime::Advice::kSequential};
+      absl::Status st = rt->Advise(r.base, kAdvice[rng() % 3]);
+      if (!st.ok()) failures.Add("advise: " + st.ToString());
+      done.advice++;
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+// A churned region's whole life: it reads zero, is filled, verified in a
+// random order twice (some pages come from swap), and unmapped.  With
+// mix.app_calls it may also be moved (mremap) and lose a middle part
+// (munmap) first, the rest verified after each.
+void churn_one(Runtime* rt, uint64_t budget_pages, uint64_t id, std::mt19937_64& rng,
+               const Mix& mix, Failures& failures, Done& done) {
+  const uint64_t pages = 16 + rng() % (budget_pages / 2);
+  const size_t bytes = pages * kPage;
+  auto m = rt->Map(bytes);
+  if (!m.ok()) {
+    failures.Add("churn map: " + m.status().ToString());
+    return;
+  }
+  char* base = static_cast<char*>(*m);
+  const std::string name = "churn region " + std::to_string(id);
+  for (uint64_t p = 0; p < pages; p++) {
+    if (!page_is_zero(base + p * kPage)) {
+      failures.Add("new region " + std::to_string(id) + " page " + std::to_string(p) +
+                   " is not zero");
+      break;
+    }
+  }
+  for (uint64_t p = 0; p < pages; p++) fill_page(base + p * kPage, (id << 32) | p, 1);
+  uint64_t gap_from = pages, gap_end = pages;  // the part unmapped, if any
+  const auto verify = [&](const char* when) {
+    for (int round = 0; round < 2; round++) {
+      const uint64_t start = rng() % pages;
+      for (uint64_t i = 0; i < pages; i++) {
+        const uint64_t p = (start + i) % pages;
+        if (p >= gap_from && p < gap_end) continue;
+        if (check_page(base + p * kPage, (id << 32) | p, 1) != -1) {
+          failures.Add(name + " page " + std::to_string(p) + " " + when);
+          return;
+        }
+      }
+    }
+  };
+  verify("after its fill");
+  if (mix.app_calls && rng() % 2 == 0) {
+    void* dst = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* moved = dst == MAP_FAILED
+                      ? MAP_FAILED
+                      : mremap(base, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+    if (moved == MAP_FAILED) {
+      failures.Add(name + " mremap: " + strerror(errno));
+    } else {
+      base = static_cast<char*>(moved);
+      done.moves++;
+      verify("after its move");
+    }
+  }
+  if (mix.app_calls && rng() % 2 == 0) {
+    gap_from = pages / 4;
+    gap_end = gap_from + pages / 4;
+    if (munmap(base + gap_from * kPage, (gap_end - gap_from) * kPage) != 0) {
+      failures.Add(name + " munmap of part: " + strerror(errno));
+    } else {
+      done.part_unmaps++;
+    }
+    verify("after the munmap of a part");
+  }
+  absl::Status st = rt->Unmap(base, bytes);
+  if (!st.ok()) failures.Add("churn unmap: " + st.ToString());
+  done.churn_maps++;
+  done.churn_pages += static_cast<int64_t>(pages);
+}
+
+// Workers read and write random pages of three long-lived regions (2.5 x
+// the budget), each verified before it changes, while churners map,
+// fill, verify and unmap regions of their own, and a sampler checks the
+// kernel's count of resident pages against the budget.
+void RunStress(const Mix& mix) {
   const size_t budget = test_budget();
   const uint64_t budget_pages = budget / kPage;
   auto rt = make_runtime(test_options(budget, 6));
   const auto duration = StressDuration();
   Failures failures;
-  std::atomic<int64_t> worker_ops{0}, churn_maps{0}, churn_pages{0}, max_resident{0};
+  Done done;
   Runtime* prt = rt.get();
 
   RunWithWatchdog(
       std::chrono::duration_cast<std::chrono::seconds>(duration) + std::chrono::seconds(120),
       [&] {
-        // Long-lived regions: 2.5 x budget in all.
         std::vector<LongRegion> regions;
         for (uint64_t pages : {budget_pages, budget_pages, budget_pages / 2}) {
           LongRegion r;
@@ -94,13 +260,12 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
           r.gen.assign(pages, 0);
           regions.push_back(std::move(r));
         }
-        auto page_no = [](const LongRegion& r, uint64_t p) { return (r.id << 32) | p; };
 
         std::atomic<bool> stop{false};
         std::thread sampler([&] {
           while (!stop.load()) {
             const int64_t b = prt->KernelResidentBytes();
-            if (b > max_resident.load()) max_resident.store(b);
+            if (b > done.max_resident.load()) done.max_resident.store(b);
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
           }
         });
@@ -108,27 +273,37 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
         for (int t = 0; t < kWorkers; t++) {
           ts.emplace_back([&, t] {
             std::mt19937_64 rng(1000 + static_cast<uint64_t>(t));
+            int pipefd[2] = {-1, -1};
+            if (mix.app_calls && pipe(pipefd) != 0) {
+              failures.Add(std::string("pipe: ") + strerror(errno));
+              return;
+            }
             while (!stop.load()) {
               LongRegion& r = regions[rng() % regions.size()];
               const uint64_t mine = r.npages / kWorkers;
+              if (mix.app_calls && rng() % 16 == 0) {
+                worker_app_call(prt, r, rng() % mine, t, rng, pipefd, failures, done);
+                continue;
+              }
               // A short sequential run, or a single random page.
               const uint64_t run = rng() % 4 == 0 ? 1 + rng() % 32 : 1;
               uint64_t slot = rng() % mine;
               for (uint64_t i = 0; i < run; i++, slot = (slot + 1) % mine) {
-                const uint64_t p = slot * kWorkers + static_cast<uint64_t>(t);
-                char* a = r.base + p * kPage;
-                const bool ok =
-                    r.gen[p] == 0 ? page_is_zero(a) : check_page(a, page_no(r, p), r.gen[p]) == -1;
-                if (!ok) {
+                const uint64_t p = owned_page(slot, t);
+                if (!page_ok(r, p)) {
                   failures.Add("region " + std::to_string(r.id) + " page " + std::to_string(p) +
                                " gen " + std::to_string(r.gen[p]));
                 }
                 if (rng() % 3 != 0) {  // two writes in three
                   r.gen[p]++;
-                  fill_page(a, page_no(r, p), r.gen[p]);
+                  fill_page(r.base + p * kPage, (r.id << 32) | p, r.gen[p]);
                 }
-                worker_ops++;
+                done.worker_ops++;
               }
+            }
+            if (pipefd[0] >= 0) {
+              close(pipefd[0]);
+              close(pipefd[1]);
             }
           });
         }
@@ -136,39 +311,8 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
         for (int t = 0; t < kChurners; t++) {
           ts.emplace_back([&, t] {
             std::mt19937_64 rng(2000 + static_cast<uint64_t>(t));
-            while (!stop.load()) {
-              const uint64_t pages = 16 + rng() % (budget_pages / 2);
-              const uint64_t id = next_id++;
-              auto m = prt->Map(pages * kPage);
-              if (!m.ok()) {
-                failures.Add("churn map: " + m.status().ToString());
-                return;
-              }
-              char* base = static_cast<char*>(*m);
-              for (uint64_t p = 0; p < pages; p++) {
-                if (!page_is_zero(base + p * kPage)) {
-                  failures.Add("new region " + std::to_string(id) + " page " + std::to_string(p) +
-                               " is not zero");
-                  break;
-                }
-              }
-              for (uint64_t p = 0; p < pages; p++) fill_page(base + p * kPage, (id << 32) | p, 1);
-              // Verify in a random order, twice: some pages come from swap.
-              for (int round = 0; round < 2; round++) {
-                const uint64_t start = rng() % pages;
-                for (uint64_t i = 0; i < pages; i++) {
-                  const uint64_t p = (start + i) % pages;
-                  if (check_page(base + p * kPage, (id << 32) | p, 1) != -1) {
-                    failures.Add("churn region " + std::to_string(id) + " page " +
-                                 std::to_string(p));
-                    break;
-                  }
-                }
-              }
-              absl::Status st = prt->Unmap(base, pages * kPage);
-              if (!st.ok()) failures.Add("churn unmap: " + st.ToString());
-              churn_maps++;
-              churn_pages += static_cast<int64_t>(pages);
+            while (!stop.load() && failures.count() == 0) {
+              churn_one(prt, budget_pages, next_id++, rng, mix, failures, done);
             }
           });
         }
@@ -180,10 +324,7 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
         // Everything verifies at the end, then everything is unmapped.
         for (const LongRegion& r : regions) {
           for (uint64_t p = 0; p < r.npages; p++) {
-            char* a = r.base + p * kPage;
-            const bool ok =
-                r.gen[p] == 0 ? page_is_zero(a) : check_page(a, page_no(r, p), r.gen[p]) == -1;
-            if (!ok)
+            if (!page_ok(r, p))
               failures.Add("final: region " + std::to_string(r.id) + " page " + std::to_string(p));
           }
           EXPECT_TRUE(prt->Unmap(r.base, r.npages * kPage).ok());
@@ -196,16 +337,32 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
   printf(
       "stress: %.1f s, %ld worker ops, %ld regions mapped and unmapped (%ld pages), "
       "%ld swap-outs, %ld swap-ins, max resident %ld of %zu bytes\n",
-      duration.count() / 1000.0, static_cast<long>(worker_ops.load()),
-      static_cast<long>(churn_maps.load()), static_cast<long>(churn_pages.load()),
+      duration.count() / 1000.0, static_cast<long>(done.worker_ops.load()),
+      static_cast<long>(done.churn_maps.load()), static_cast<long>(done.churn_pages.load()),
       static_cast<long>(s.pgswapout), static_cast<long>(s.pgswapin),
-      static_cast<long>(max_resident.load()), budget);
+      static_cast<long>(done.max_resident.load()), budget);
+  if (mix.app_calls) {
+    printf(
+        "application calls: %ld discards, %ld pipe round trips, %ld advice changes, "
+        "%ld regions moved, %ld parts unmapped\n",
+        static_cast<long>(done.discards.load()), static_cast<long>(done.syscalls.load()),
+        static_cast<long>(done.advice.load()), static_cast<long>(done.moves.load()),
+        static_cast<long>(done.part_unmaps.load()));
+  }
   EXPECT_EQ(failures.count(), 0) << "first failure: " << failures.first();
-  EXPECT_GT(worker_ops.load(), 1000);
-  EXPECT_GT(churn_maps.load(), 2);
+  EXPECT_GT(done.worker_ops.load(), 1000);
+  EXPECT_GT(done.churn_maps.load(), 2);
   EXPECT_GT(s.pgswapout, 0) << "nothing was paged out: the stress proves little";
   EXPECT_GT(s.pgswapin, 0);
-  EXPECT_LE(max_resident.load(), static_cast<int64_t>(budget));
+  if (mix.app_calls) {
+    EXPECT_GT(done.discards.load(), 10);
+    EXPECT_GT(done.moves.load(), 0);
+    EXPECT_GT(done.part_unmaps.load(), 0);
+    if (!in_thread_mode()) {
+      EXPECT_GT(done.syscalls.load(), 10);
+    }
+  }
+  EXPECT_LE(done.max_resident.load(), static_cast<int64_t>(budget));
   EXPECT_EQ(s.swapouterr, 0);
   EXPECT_EQ(s.swapinerr, 0);
   // Nothing is left once everything is unmapped.
@@ -216,6 +373,17 @@ TEST(Stress, RandomAccessWithMapUnmapChurn) {
   EXPECT_EQ(s.paging, 0);
   EXPECT_EQ(s.free, s.npages);
   EXPECT_EQ(rt->KernelResidentBytes(), 0);
+}
+
+TEST(Stress, RandomAccessWithMapUnmapChurn) {
+  RunStress(Mix{});
+}
+
+// The same, with the application's own calls on the memory under paging:
+// discards among pages the daemon is deactivating, system calls that read
+// and write non-resident pages, advice changes, moves and partial unmaps.
+TEST(Stress, RandomAccessWithApplicationCalls) {
+  RunStress(Mix{.app_calls = true});
 }
 
 // ---- out of memory and swap ----

@@ -197,9 +197,17 @@ class Uvm {
   // => any thread; holds no lock.
   absl::Status uao_detach(uintptr_t addr, uint64_t bytes) ABSL_LOCKS_EXCLUDED(maplock_);
 
-  // The region containing `addr`, or null.
+  // The region containing `addr`, or null.  Where the application has put
+  // another region in a region's hole (an address range it unmapped), the
+  // one whose page at `addr` is live.
   // => any thread.
   std::shared_ptr<Region> uvm_map_lookup(uintptr_t addr) ABSL_LOCKS_EXCLUDED(maplock_);
+
+  // Whether [start, start + bytes) holds a live page of a region: one the
+  // application may have unmapped already, but whose event is not yet
+  // applied.  A new region's view must not be placed there.
+  // => any thread.
+  bool uvm_map_taken(uintptr_t start, uint64_t bytes) ABSL_LOCKS_EXCLUDED(maplock_);
 
   // Detaches every region (runtime shutdown).
   void uao_detach_all() ABSL_LOCKS_EXCLUDED(maplock_);
@@ -494,6 +502,13 @@ class Uvm {
   void uao_discard(Region& r, uint64_t first, uint64_t n);
   std::vector<std::shared_ptr<Region>> regions_overlapping(uintptr_t start, uintptr_t end)
       ABSL_LOCKS_EXCLUDED(maplock_);
+  // regions_ helpers.
+  // The first entry that may overlap [start, ...): with nesting, the first.
+  absl::btree_multimap<uintptr_t, std::shared_ptr<Region>>::iterator map_first_overlap(
+      uintptr_t start) ABSL_SHARED_LOCKS_REQUIRED(maplock_);
+  std::shared_ptr<Region> map_lookup_locked(uintptr_t addr) ABSL_SHARED_LOCKS_REQUIRED(maplock_);
+  void map_insert(const std::shared_ptr<Region>& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maplock_);
+  bool map_erase(const std::shared_ptr<Region>& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maplock_);
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
@@ -602,7 +617,12 @@ class Uvm {
 
   // Regions (UVM's vm_map, reduced to a table of objects).
   RwMutex maplock_;
-  absl::btree_map<uintptr_t, std::shared_ptr<Region>> regions_ ABSL_GUARDED_BY(maplock_);
+  // By base address.  Two regions share a base, and ranges overlap, only
+  // where one was placed in the other's hole (a part the application
+  // unmapped, or an mremap there); nested_ says it has happened, and
+  // lookups then look past the nearest region.
+  absl::btree_multimap<uintptr_t, std::shared_ptr<Region>> regions_ ABSL_GUARDED_BY(maplock_);
+  bool nested_ ABSL_GUARDED_BY(maplock_) = false;
   uint64_t mapped_pages_ ABSL_GUARDED_BY(maplock_) = 0;
 
   // Page queues.

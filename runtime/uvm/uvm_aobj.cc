@@ -107,7 +107,10 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
     mapped_pages_ += npages;
   }
   auto r = std::make_shared<Region>(0, npages, 0);
-  absl::Status st = r->valid() ? pmap_->create_view(*r)
+  const auto taken = [this](uintptr_t start, uint64_t bytes) {
+    return uvm_map_taken(start, bytes);
+  };
+  absl::Status st = r->valid() ? pmap_->create_view(*r, taken)
                                : absl::ResourceExhaustedError(absl::StrFormat(
                                      "uvmrt: no memory for the page entries of a %d-byte region: "
                                      "map less",
@@ -119,7 +122,7 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
   }
   {
     WriterLock l(&maplock_);
-    regions_[r->base()] = r;
+    map_insert(r);
   }
   inc(uvmexp_.mapped_bytes, static_cast<int64_t>(r->bytes()));
   inc(uvmexp_.regions);
@@ -129,18 +132,86 @@ absl::StatusOr<std::shared_ptr<Region>> Uvm::uao_create(uint64_t npages) {
 
 std::shared_ptr<Region> Uvm::uvm_map_lookup(uintptr_t addr) {
   ReaderLock l(&maplock_);
-  auto it = regions_.upper_bound(addr);
-  if (it == regions_.begin()) return nullptr;
-  --it;
-  return it->second->contains(addr) ? it->second : nullptr;
+  return map_lookup_locked(addr);
+}
+
+std::shared_ptr<Region> Uvm::map_lookup_locked(uintptr_t addr) {
+  // Without nesting the nearest region below is the only candidate.  With
+  // it, the live one wins over one whose page there is a hole.
+  std::shared_ptr<Region> holed;
+  for (auto it = regions_.upper_bound(addr); it != regions_.begin();) {
+    --it;
+    const std::shared_ptr<Region>& r = it->second;
+    if (r->contains(addr)) {
+      if (!r->in_hole((addr - r->base()) >> PAGE_SHIFT)) return r;
+      if (holed == nullptr) holed = r;
+    }
+    if (!nested_) break;
+  }
+  return holed;
+}
+
+bool Uvm::uvm_map_taken(uintptr_t start, uint64_t bytes) {
+  const uintptr_t end = start + bytes;
+  ReaderLock l(&maplock_);
+  for (auto it = map_first_overlap(start); it != regions_.end() && it->first < end; ++it) {
+    const Region& r = *it->second;
+    if (r.base() + r.bytes() <= start) continue;
+    const uint64_t first = (std::max(start, r.base()) - r.base()) >> PAGE_SHIFT;
+    const uint64_t last = (std::min(end, r.base() + r.bytes()) - r.base()) >> PAGE_SHIFT;
+    if (r.live_from(first, last) < last) return true;
+  }
+  return false;
+}
+
+absl::btree_multimap<uintptr_t, std::shared_ptr<Region>>::iterator Uvm::map_first_overlap(
+    uintptr_t start) {
+  if (nested_) return regions_.begin();
+  auto it = regions_.upper_bound(start);
+  if (it != regions_.begin()) --it;
+  return it;
+}
+
+void Uvm::map_insert(const std::shared_ptr<Region>& r) {
+  const uintptr_t start = r->base(), end = start + r->bytes();
+  if (!nested_) {
+    // Ranges are disjoint so far: only the nearest region below the end
+    // can overlap.
+    auto it = regions_.lower_bound(end);
+    if (it != regions_.begin()) {
+      --it;
+      if (it->second->base() + it->second->bytes() > start) nested_ = true;
+    }
+  }
+  regions_.emplace(start, r);
+}
+
+bool Uvm::map_erase(const std::shared_ptr<Region>& r) {
+  auto [lo, hi] = regions_.equal_range(r->base());
+  for (auto it = lo; it != hi; ++it) {
+    if (it->second == r) {
+      regions_.erase(it);
+      return true;
+    }
+  }
+  return false;
 }
 
 absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
   std::shared_ptr<Region> r;
   {
     WriterLock l(&maplock_);
-    auto it = regions_.find(addr);
-    if (it == regions_.end()) {
+    // Two regions begin here only if one was placed where the application
+    // had unmapped the other's first page: the one still mapped there.
+    auto [lo, hi] = regions_.equal_range(addr);
+    auto it = lo;
+    for (auto i = lo; i != hi; ++i) {
+      if (!i->second->in_hole(0)) {
+        it = i;
+        break;
+      }
+    }
+    if (it == hi) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "uvmrt: %#x is not the start of a mapped region: pass the address Map returned", addr));
     }
@@ -161,9 +232,7 @@ absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
 std::vector<std::shared_ptr<Region>> Uvm::regions_overlapping(uintptr_t start, uintptr_t end) {
   std::vector<std::shared_ptr<Region>> out;
   ReaderLock l(&maplock_);
-  auto it = regions_.upper_bound(start);
-  if (it != regions_.begin()) --it;
-  for (; it != regions_.end() && it->first < end; ++it) {
+  for (auto it = map_first_overlap(start); it != regions_.end() && it->first < end; ++it) {
     const Region& r = *it->second;
     if (r.base() + r.bytes() > start) out.push_back(it->second);
   }
@@ -234,15 +303,17 @@ void Uvm::uvm_map_unmapped(uintptr_t start, uintptr_t end) {
     const uintptr_t e = std::min(end, r->base() + r->bytes());
     const uint64_t first = (s - r->base()) >> PAGE_SHIFT;
     const uint64_t last = (e - r->base() + PAGE_SIZE - 1) >> PAGE_SHIFT;
+    // A region whose view is there was mapped after the unmapping: in the
+    // addresses an mremap left (the kernel reports the move, then the unmap
+    // of the old range), or in a gap the munmap spanned.
+    if (pmap_->view_at(*r, first)) continue;
     r->add_hole(first, last - first);
     uao_discard(*r, first, last - first);
     if (r->live_runs().empty()) {
       // Unmapped whole: detach it, as Unmap would.
       {
         WriterLock l(&maplock_);
-        auto it = regions_.find(r->base());
-        if (it == regions_.end() || it->second != r) continue;
-        regions_.erase(it);
+        if (!map_erase(r)) continue;
         mapped_pages_ -= r->npages();
       }
       logger()->debug("uvm_map_unmapped: region at {:#x} unmapped whole", r->base());
@@ -257,11 +328,9 @@ void Uvm::uvm_map_remapped(uintptr_t from, uintptr_t to, uint64_t len) {
   if (from == r->base() && len == r->bytes()) {
     // The whole region moved: its pages keep their backing offsets.
     WriterLock l(&maplock_);
-    auto it = regions_.find(from);
-    if (it == regions_.end() || it->second != r) return;
-    regions_.erase(it);
+    if (!map_erase(r)) return;
     r->set_base(to);
-    regions_[to] = r;
+    map_insert(r);
     return;
   }
   logger()->error(

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "uvm/uvm_aobj.h"
 #include "uvm/uvm_page.h"
@@ -27,10 +28,16 @@ class Pmap {
  public:
   virtual ~Pmap() = default;
 
+  // Whether [start, start + bytes) holds a page the runtime still counts as
+  // mapped in a region (Uvm::uvm_map_taken).
+  using AddressTaken = absl::FunctionRef<bool(uintptr_t start, uint64_t bytes)>;
+
   // Creates the application view of `r` (sets its base) and reserves its
-  // range of the backing object.
+  // range of the backing object.  The view is never placed where `taken`
+  // says: addresses the application has freed (munmap, mremap) whose event
+  // the runtime has not applied yet still belong to the old region.
   // => r is not yet visible to other threads.
-  virtual absl::Status create_view(Region& r) = 0;
+  virtual absl::Status create_view(Region& r, AddressTaken taken) = 0;
 
   // Removes the application view of `r`; its pages stay in the backing
   // object until release().
@@ -117,6 +124,14 @@ class Pmap {
   // => caller holds no owner lock: the userfaultfd event this sends is read
   //    before the call returns, and its reader may need those locks.
   virtual bool remove(const Region& r, uint64_t idx, uint64_t n) = 0;
+
+  // Whether the page's address holds r's own view of it: a mapping of the
+  // backing object at the page's offset.  An unmapping event there then
+  // belongs to an older mapping of that address (a region the application
+  // unmapped or moved away), not to r.  A pmap without an address space of
+  // its own has no view to find.
+  // => any thread; holds no owner lock.
+  virtual bool view_at(const Region& /*r*/, uint64_t /*idx*/) { return false; }
 
   // Lifts write protection after the first write to a clean page, waking
   // the writer.

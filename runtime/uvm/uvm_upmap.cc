@@ -225,17 +225,41 @@ void UffdPmap::free_range(Region& r) {
   free_ranges_[start] = len;
 }
 
-absl::Status UffdPmap::create_view(Region& r) {
+absl::Status UffdPmap::create_view(Region& r, AddressTaken taken) {
   absl::StatusOr<uint64_t> off = alloc_range(r.npages());
   if (!off.ok()) return off.status();
   // The Region was built with pgoff 0; rebuild its geometry in place.
   const uint64_t bytes = r.bytes();
-  void* a = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_,
-                 static_cast<off_t>(*off << PAGE_SHIFT));
-  if (a == MAP_FAILED) {
-    const int e = errno;
+  const auto map = [&] {
+    return mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd_,
+                static_cast<off_t>(*off << PAGE_SHIFT));
+  };
+  // The kernel may offer addresses an munmap or mremap has just freed
+  // before the runtime has applied its event: they still belong to the old
+  // region, and a view there would be taken for it (and released with it).
+  // Such a view is kept, unregistered, while the kernel offers another
+  // address, then unmapped (no event: it was never registered).
+  std::vector<void*> refused;
+  void* a = map();
+  while (a != MAP_FAILED && taken(reinterpret_cast<uintptr_t>(a), bytes) &&
+         refused.size() < kMaxRefusedViews) {
+    refused.push_back(a);
+    a = map();
+  }
+  const int e = errno;
+  const bool all_taken = a != MAP_FAILED && refused.size() == kMaxRefusedViews &&
+                         taken(reinterpret_cast<uintptr_t>(a), bytes);
+  if (all_taken) refused.push_back(a);
+  for (void* x : refused) munmap(x, bytes);
+  if (a == MAP_FAILED || all_taken) {
     Region tmp(0, r.npages(), *off);
     free_range(tmp);
+    if (all_taken) {
+      return absl::UnavailableError(absl::StrFormat(
+          "uvmrt: cannot place a %d-byte region: every address offered still belongs to a "
+          "region the application unmapped, whose event is not yet applied: try again",
+          bytes));
+    }
     return absl::ResourceExhaustedError(absl::StrFormat(
         "uvmrt: cannot map %d bytes: %s: map less, or raise the address-space limit (ulimit -v) "
         "or vm.max_map_count",
@@ -329,9 +353,10 @@ bool SelfRemoves::consume(uint64_t start, uint64_t end) {
 }
 
 namespace {
-// uvm_mapping_from by reading /proc/self/maps, whose lines begin
-// "start-end " in hex, in address order.
-bool mapping_from_text(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end) {
+// query_vma by reading /proc/self/maps, whose lines are
+// "start-end perms offset dev inode path", in address order: the mapping
+// that covers addr, or else the first one above it.
+bool query_vma_text(int maps_fd, uint64_t addr, procmap_query* q) {
   char buf[8192];
   std::string line;
   off_t off = 0;
@@ -344,10 +369,13 @@ bool mapping_from_text(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* en
         line.push_back(buf[i]);
         continue;
       }
-      unsigned long long a = 0, b = 0;
-      if (sscanf(line.c_str(), "%llx-%llx", &a, &b) == 2 && b > addr) {
-        *start = a;
-        *end = b;
+      unsigned long long a = 0, b = 0, offset = 0, inode = 0;
+      if (sscanf(line.c_str(), "%llx-%llx %*s %llx %*s %llu", &a, &b, &offset, &inode) >= 2 &&
+          b > addr) {
+        q->vma_start = a;
+        q->vma_end = b;
+        q->vma_offset = offset;
+        q->inode = inode;
         return true;
       }
       line.clear();
@@ -375,7 +403,10 @@ bool uvm_mapping_from(int maps_fd, uint64_t addr, uint64_t* start, uint64_t* end
     return true;
   }
   if (errno == ENOENT) return false;  // no mapping at or above addr
-  return mapping_from_text(maps_fd, addr, start, end);
+  if (!query_vma_text(maps_fd, addr, &q)) return false;
+  *start = q.vma_start;
+  *end = q.vma_end;
+  return true;
 }
 
 bool uvm_mapping_query_fast(int maps_fd) {
@@ -507,6 +538,18 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
   wake(r, idx);
   if (r.dead()) return absl::OkStatus();
   return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
+}
+
+// Without PROCMAP_QUERY this reads /proc/self/maps: it serves unmapping
+// events, which only the application's munmap and mremap send.
+bool UffdPmap::view_at(const Region& r, uint64_t idx) {
+  const uint64_t addr = r.addr(idx);
+  const uint64_t want = (r.pgoff() + idx) << PAGE_SHIFT;
+  procmap_query q{};
+  const bool found =
+      fast_query_ ? query_vma(maps_fd_, addr, &q) : query_vma_text(maps_fd_, addr, &q);
+  if (!found || q.vma_start > addr) return false;
+  return q.inode == memfd_ino_ && q.vma_offset + (addr - q.vma_start) == want;
 }
 
 // Unmaps the region's own view over [idx, idx + n): the holes the

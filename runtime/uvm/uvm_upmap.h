@@ -113,7 +113,8 @@ class UffdPmap final : public Pmap {
   static absl::StatusOr<std::unique_ptr<UffdPmap>> Create(bool sigbus = false);
   ~UffdPmap() override;
 
-  absl::Status create_view(Region& r) override;
+  absl::Status create_view(Region& r, AddressTaken taken) override;
+  bool view_at(const Region& r, uint64_t idx) override;
   void destroy_view(Region& r) override;
   void free_range(Region& r) override;
   char* direct(const Region& r, uint64_t idx) override {
@@ -167,6 +168,10 @@ class UffdPmap final : public Pmap {
   // One MADV_DONTNEED over [start, end), an address range of r's view;
   // false if part of it was not mapped.
   bool remove_range(const Region& r, uint64_t start, uint64_t end);
+
+  // Addresses create_view refuses before it gives up (each one still held by
+  // a region whose unmapping event is unread or not yet applied).
+  static constexpr size_t kMaxRefusedViews = 16;
 
   int uffd_ = -1;
   int memfd_ = -1;
