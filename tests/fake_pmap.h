@@ -150,7 +150,7 @@ class FakePmap final : public uvm::Pmap {
       }
     }
     record({kEnter, &r, idx, 1, wp});
-    if (fail) return absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
+    if (fail) return injected_failure();
     return absl::OkStatus();
   }
 
@@ -188,7 +188,7 @@ class FakePmap final : public uvm::Pmap {
       }
     }
     record({kZerofill, &r, idx, 1, false});
-    if (fail) return absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
+    if (fail) return injected_failure();
     return absl::OkStatus();
   }
 
@@ -296,6 +296,14 @@ class FakePmap final : public uvm::Pmap {
   void FailNextMappings(int n) {
     uvmrt::MutexLock l(&mu_);
     fail_enters_ = n;
+    broken_ = false;
+  }
+  // The next n mapping calls map nothing and fail for good (Internal), as
+  // a mapping call the kernel refuses for another reason.
+  void BreakNextMappings(int n) {
+    uvmrt::MutexLock l(&mu_);
+    fail_enters_ = n;
+    broken_ = true;
   }
   // The next n unmapping calls unmap nothing and say so, as a call made
   // where the region no longer is (moved by an mremap not yet read).
@@ -359,6 +367,12 @@ class FakePmap final : public uvm::Pmap {
   std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
   std::function<void(const Call&)> hook_ ABSL_GUARDED_BY(mu_);
   int fail_enters_ ABSL_GUARDED_BY(mu_) = 0;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;  // fail_enters_ fail for good
+  absl::Status injected_failure() {
+    uvmrt::MutexLock l(&mu_);
+    return broken_ ? absl::InternalError("FakePmap: injected: the mapping call failed")
+                   : absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
+  }
   int miss_removes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

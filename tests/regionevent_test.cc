@@ -286,6 +286,28 @@ TEST(RegionEvents, MprotectedPartReadsBack) {
   EXPECT_GT(f.rt->GetStats().pgswapin, 0) << "nothing was read back from swap";
 }
 
+// A first pass over a region with a read-only part that was never touched:
+// the zero-fill runs of the sequential writes before it stop at the part,
+// whose mapping is another one now (a mapping call spans one mapping), and
+// the part reads zero.  A run that crossed into it failed whole, and every
+// page up to the part took a fault of its own.
+TEST(RegionEvents, FirstPassUpToAReadOnlyPart) {
+  Fixture f;
+  const uint64_t first = 100, n = 10;
+  ASSERT_EQ(mprotect(f.base + first * kPage, n * kPage, PROT_READ), 0);
+  const Stats before = f.rt->GetStats();
+  for (uint64_t p = 0; p < first; p++) fill_page(f.base + p * kPage, p, 1);
+  EXPECT_LE(f.rt->GetStats().faults - before.faults, 4) << "for " << first << " pages in a row";
+  for (uint64_t p = first; p < first + n; p++) {
+    ASSERT_TRUE(page_is_zero(f.base + p * kPage)) << "page " << p;
+  }
+  for (uint64_t p = first + n; p < f.npages; p++) fill_page(f.base + p * kPage, p, 1);
+  for (uint64_t p = 0; p < f.npages; p++) {
+    if (p >= first && p < first + n) continue;
+    ASSERT_EQ(check_page(f.base + p * kPage, p, 1), -1) << "page " << p;
+  }
+}
+
 // The same with mprotect: one page in each window goes read-only and back,
 // a window at a time, splitting and merging the region's mapping while the
 // page daemon unmaps around it.  (A page flipped back within tens of

@@ -1636,6 +1636,31 @@ TEST_F(PdaemonTest, FaultOnInactivePageReactivates) {
   ExpectConsistent();
 }
 
+// A mapping call that fails for good (not for an unread event) must not
+// leave the faulting thread waiting, or faulting again, for ever: the page
+// is poisoned, so the touching thread gets SIGBUS, and the frame the fault
+// took goes back.  One that fails for an unread event is retried.
+TEST_F(PdaemonTest, FaultWhoseMappingFailsForGoodPoisonsThePage) {
+  Init(64, 8, 64);
+  std::shared_ptr<Region> r = Map(8);
+  r->set_advice(Region::ADV_RANDOM);
+  const int64_t free = uvm_->exp().free.load();
+  pmap_.BreakNextMappings(1);
+  EXPECT_TRUE(absl::IsInternal(uvm_->uvm_fault(*r, 2, FAULT_WRITE)));
+  EXPECT_EQ(pmap_.count(FakePmap::kPoison), 1);
+  EXPECT_TRUE(r->poisoned(2));
+  EXPECT_EQ(Entry(*r, 2).frame, kNoFrame);
+  EXPECT_EQ(uvm_->exp().free.load(), free);
+  ExpectConsistent();
+
+  pmap_.FailNextMappings(1);
+  Fault(*r, 3, FAULT_WRITE);
+  EXPECT_EQ(pmap_.count(FakePmap::kPoison), 1);
+  EXPECT_FALSE(r->poisoned(3));
+  EXPECT_NE(Entry(*r, 3).frame, kNoFrame);
+  ExpectConsistent();
+}
+
 // A failed swap-in read poisons the page for the toucher; the data stays in
 // its slot.  A fault on the poisoned page (the kernel raises none while the
 // mark is there) poisons it again.

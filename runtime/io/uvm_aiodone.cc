@@ -141,6 +141,9 @@ void Uvm::uvm_aio_swapin_done(swapin_io* io, int64_t result) {
       d.kind = deferred_fault::MAPRUN;
     }
     defer_fault_(std::move(d));
+  } else if (absl::IsFailedPrecondition(out)) {
+    // The mapping changed under the call; a touch faults again.
+    logger()->debug("uvmrt: swap-in at slot {}: {}", io->slot0, out.ToString());
   } else if (!out.ok()) {
     logger()->warn("uvmrt: swap-in at slot {}: {}", io->slot0, out.ToString());
   }

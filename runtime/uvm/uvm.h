@@ -512,6 +512,7 @@ class Uvm {
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
+  void uvm_fault_unresolvable(Region& r, uint64_t idx);
   absl::Status uvm_fault_locked(Region& r, uint64_t idx, fault_access access, bool nowait);
   // Active and neither in I/O nor being deactivated: a resident page that
   // is mapped, or may be.

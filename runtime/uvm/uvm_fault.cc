@@ -57,8 +57,34 @@ Uvm::fault_outcome Uvm::uvm_fault_common(Region& r, uint64_t idx, fault_access a
                                          absl::Status* out) {
   *out = uvm_fault_locked(r, idx, access, nowait);
   if (absl::IsAborted(*out)) return FAULT_WOULDBLOCK;
+  if (absl::IsFailedPrecondition(*out)) {
+    // The page's mapping changed under the call (split, or unmapped with
+    // its event unread): the thread was woken and faults again.
+    logger()->debug("uvm_fault: page {} at {:#x}: {}", idx, r.addr(idx), out->ToString());
+    *out = absl::OkStatus();
+  }
+  if (absl::IsInternal(*out)) uvm_fault_unresolvable(r, idx);
   inc(uvmexp_.faults);
   return FAULT_DONE;
+}
+
+// A mapping call failed for a reason no retry mends (Internal: not an
+// unread event, nor a mapping changed under the call).  Left so, the
+// faulting thread would fault again for ever, woken each time.  It gets
+// SIGBUS instead, as for a failed swap-in read; the page's data stays where
+// it is.
+// => caller holds no owner lock.
+void Uvm::uvm_fault_unresolvable(Region& r, uint64_t idx) {
+  Chunk& c = r.chunk_of(idx);
+  MutexLock l(&c.vmobjlock);
+  if (r.dead() || r.poisoned(idx) || !uvm_fault_poison(r, idx).ok()) {
+    // Gone, poisoned already (a failed swap-in), or not to be poisoned (the
+    // mapping is gone too): the thread retries.
+    pmap_->wake(r, idx);
+    return;
+  }
+  logger()->error("uvmrt: the fault at {:#x} cannot be resolved; the touching thread gets SIGBUS",
+                  r.addr(idx));
 }
 
 // The fault itself.  Returns Aborted ("would block") with nothing done when

@@ -56,6 +56,17 @@ absl::Status kMmapChanging() {
   return absl::UnavailableError("userfaultfd event pending");
 }
 
+// A mapping call that failed: ENOENT when the range is no longer one
+// registered mapping (the application split or unmapped it under the call;
+// the thread retries, and the event, if any, is read meanwhile).  Any other
+// error (EFAULT: no page in the memfd where the runtime keeps one) is not
+// mended by a retry: Internal, and the fault poisons the page.
+absl::Status mapping_failed(const char* call, int e) {
+  if (e == ENOENT)
+    return absl::FailedPreconditionError(std::string(call) + ": the mapping changed");
+  return absl::InternalError(std::string(call) + ": " + errstr(e));
+}
+
 int open_uffd(int flags) {
   int fd = static_cast<int>(syscall(SYS_userfaultfd, flags));
   if (fd >= 0 || errno != EPERM) return fd;
@@ -448,9 +459,14 @@ absl::Status UffdPmap::enter_run(const Region& r, uint64_t idx, uint64_t n, bool
     ioctl(uffd_, UFFDIO_WAKE, &range);
     return absl::OkStatus();
   }
+  if (const uint64_t m = e == ENOENT ? pages_in_mapping(r, idx, n) : 0; m > 0 && m < n) {
+    // The run crossed into another mapping (mprotect of part of the
+    // region): its part in the first one, and the rest on a later fault.
+    return enter_run(r, idx, m, wp);
+  }
   wake(r, idx);
   if (r.dead()) return absl::OkStatus();
-  return absl::InternalError("UFFDIO_CONTINUE: " + errstr(e));
+  return mapping_failed("UFFDIO_CONTINUE", e);
 }
 
 uint64_t UffdPmap::enter_prefix(const Region& r, uint64_t idx, uint64_t n, bool wp) {
@@ -535,9 +551,24 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
     *done = 1;
     return absl::OkStatus();
   }
+  if (const uint64_t m = e == ENOENT ? pages_in_mapping(r, idx, n) : 0; m > 0 && m < n) {
+    // The run crossed into another mapping (mprotect of part of the
+    // region): only its part in the first one.
+    return zerofill_run(r, idx, m, done);
+  }
   wake(r, idx);
   if (r.dead()) return absl::OkStatus();
-  return absl::InternalError("UFFDIO_ZEROPAGE: " + errstr(e));
+  return mapping_failed("UFFDIO_ZEROPAGE", e);
+}
+
+// How many of the n pages from idx lie in the mapping that holds idx, if
+// that is r's view there; 0 if none does.  A mapping call's range must lie
+// in one mapping.
+uint64_t UffdPmap::pages_in_mapping(const Region& r, uint64_t idx, uint64_t n) {
+  uint64_t start = 0, end = 0;
+  const uint64_t addr = r.addr(idx);
+  if (!uvm_mapping_from(maps_fd_, addr, &start, &end) || start > addr) return 0;
+  return std::min(n, (end - addr) >> PAGE_SHIFT);
 }
 
 // Without PROCMAP_QUERY this reads /proc/self/maps: it serves unmapping
@@ -623,7 +654,7 @@ absl::Status UffdPmap::unprotect(const Region& r, uint64_t idx) {
     if (errno == EAGAIN) return kMmapChanging();
     const int e = errno;
     wake(r, idx);
-    return absl::InternalError("UFFDIO_WRITEPROTECT: " + errstr(e));
+    return mapping_failed("UFFDIO_WRITEPROTECT", e);
   }
 }
 

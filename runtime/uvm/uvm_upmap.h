@@ -165,6 +165,7 @@ class UffdPmap final : public Pmap {
  private:
   UffdPmap() = default;
   absl::StatusOr<uint64_t> alloc_range(uint64_t npages) ABSL_LOCKS_EXCLUDED(range_lock_);
+  uint64_t pages_in_mapping(const Region& r, uint64_t idx, uint64_t n);
   // One MADV_DONTNEED over [start, end), an address range of r's view;
   // false if part of it was not mapped.
   bool remove_range(const Region& r, uint64_t start, uint64_t end);
