@@ -2028,6 +2028,44 @@ TEST_F(PdaemonTest, DetachFreesFramesAndSlots) {
   ExpectConsistent();
 }
 
+// A region moved into another's hole (an mremap there, or a Map the kernel
+// placed there) lies inside the other's range.  Lookups must find each
+// region's live pages, the outer one's past the inner one too; the hole's
+// addresses are not taken; and once the inner region goes, lookups are one
+// tree search again.
+TEST_F(PdaemonTest, RegionInAnotherRegionsHoleIsFoundAndSoAreThePagesPastIt) {
+  Init(64, 8, 64);
+  std::shared_ptr<Region> outer = Map(8);
+  const uintptr_t base = outer->base();
+  const auto at = [&](uint64_t idx) { return base + idx * PAGE_SIZE; };
+  Fault(*outer, 7, FAULT_WRITE);
+  uvm_->uvm_map_unmapped(at(2), at(6));  // the application unmapped pages 2..5
+  EXPECT_TRUE(outer->in_hole(3));
+  EXPECT_FALSE(uvm_->uvm_map_taken(at(2), 4 * PAGE_SIZE));
+  EXPECT_TRUE(uvm_->uvm_map_taken(at(1), 2 * PAGE_SIZE));
+
+  std::shared_ptr<Region> inner = Map(2);
+  uvm_->uvm_map_remapped(inner->base(), at(3), 2 * PAGE_SIZE);
+  ASSERT_EQ(inner->base(), at(3));
+  EXPECT_TRUE(UvmTestPeer::Nested(*uvm_));
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(3)), inner);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(4) + 100), inner);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(7)), outer) << "the page past the inner region";
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(0)), outer);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(2)), outer) << "a hole page is the outer region's, in a hole";
+  EXPECT_TRUE(uvm_->uvm_map_taken(at(3), PAGE_SIZE));
+  Fault(*outer, 7, FAULT_READ);
+  Fault(*inner, 1, FAULT_WRITE);
+
+  // Unmap of the inner region: the outer one keeps its pages.
+  Detach(inner);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(3)), outer);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(7)), outer);
+  EXPECT_EQ(uvm_->uvm_map_lookup(at(8)), nullptr);
+  EXPECT_FALSE(UvmTestPeer::Nested(*uvm_));
+  ExpectConsistent();
+}
+
 // Bad slots outlive the region: they are never freed.
 TEST_F(PdaemonTest, DetachKeepsBadSlots) {
   std::shared_ptr<Region> r = SceneWithWritesInFlight();

@@ -25,6 +25,11 @@ class UvmTestPeer {
     return (u.swap_bad_[s / 64] >> (s % 64)) & 1;
   }
   // Allocated (or bad) slots among 1..nslots.
+  // Whether the region table holds a region inside another's range.
+  static bool Nested(Uvm& u) {
+    ReaderLock l(&u.maplock_);
+    return u.nested_;
+  }
   static int64_t CountAllocated(Uvm& u, uint64_t nslots) {
     MutexLock l(&u.swap_lock_);
     int64_t n = 0;

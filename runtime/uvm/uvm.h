@@ -509,6 +509,9 @@ class Uvm {
   std::shared_ptr<Region> map_lookup_locked(uintptr_t addr) ABSL_SHARED_LOCKS_REQUIRED(maplock_);
   void map_insert(const std::shared_ptr<Region>& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maplock_);
   bool map_erase(const std::shared_ptr<Region>& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maplock_);
+  // After an erase: nested_ goes back to false once no region lies in
+  // another's range, so that lookups are one tree search again.
+  void map_recheck_nested() ABSL_EXCLUSIVE_LOCKS_REQUIRED(maplock_);
   enum fault_outcome { FAULT_DONE, FAULT_WOULDBLOCK };
   uint64_t fault_ahead(const Region& r, uint64_t idx, bool zerofill) const;
   absl::Status uvm_fault_poison(Region& r, uint64_t idx);
@@ -620,8 +623,8 @@ class Uvm {
   RwMutex maplock_;
   // By base address.  Two regions share a base, and ranges overlap, only
   // where one was placed in the other's hole (a part the application
-  // unmapped, or an mremap there); nested_ says it has happened, and
-  // lookups then look past the nearest region.
+  // unmapped, or an mremap there); nested_ says so, and lookups then look
+  // past the nearest region.
   absl::btree_multimap<uintptr_t, std::shared_ptr<Region>> regions_ ABSL_GUARDED_BY(maplock_);
   bool nested_ ABSL_GUARDED_BY(maplock_) = false;
   uint64_t mapped_pages_ ABSL_GUARDED_BY(maplock_) = 0;

@@ -191,10 +191,21 @@ bool Uvm::map_erase(const std::shared_ptr<Region>& r) {
   for (auto it = lo; it != hi; ++it) {
     if (it->second == r) {
       regions_.erase(it);
+      map_recheck_nested();
       return true;
     }
   }
   return false;
+}
+
+void Uvm::map_recheck_nested() {
+  if (!nested_) return;
+  uintptr_t end = 0;
+  for (const auto& [base, r] : regions_) {
+    if (base < end) return;  // still inside an earlier region's range
+    end = std::max(end, base + r->bytes());
+  }
+  nested_ = false;
 }
 
 absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
@@ -223,6 +234,7 @@ absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
     }
     r = it->second;
     regions_.erase(it);
+    map_recheck_nested();
     mapped_pages_ -= r->npages();
   }
   uao_teardown(*r);
@@ -346,6 +358,7 @@ void Uvm::uao_detach_all() {
     WriterLock l(&maplock_);
     for (auto& [base, r] : regions_) all.push_back(r);
     regions_.clear();
+    nested_ = false;
     mapped_pages_ = 0;
   }
   for (auto& r : all) uao_teardown(*r);
