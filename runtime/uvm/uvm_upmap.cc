@@ -561,9 +561,10 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
   return mapping_failed("UFFDIO_ZEROPAGE", e);
 }
 
-// How many of the n pages from idx lie in the mapping that holds idx, if
-// that is r's view there; 0 if none does.  A mapping call's range must lie
-// in one mapping.
+// How many of the n pages from idx lie in the mapping that holds idx; 0 if
+// no mapping does.  A mapping call's range must lie in one mapping.  (A
+// mapping there that is not r's view is not registered, and the call that
+// follows fails again.)
 uint64_t UffdPmap::pages_in_mapping(const Region& r, uint64_t idx, uint64_t n) {
   uint64_t start = 0, end = 0;
   const uint64_t addr = r.addr(idx);
