@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "runtime/log.h"
@@ -236,6 +237,19 @@ void UffdPmap::free_range(Region& r) {
   free_ranges_[start] = len;
 }
 
+// Waits until `taken` no longer claims [start, start + bytes), as the
+// reader applies the event of the munmap or mremap that freed it; false
+// after kTakenWait.
+bool UffdPmap::wait_until_free(AddressTaken taken, uintptr_t start, uint64_t bytes) {
+  const auto deadline = std::chrono::steady_clock::now() + kTakenWait;
+  for (auto pause = std::chrono::microseconds(20); taken(start, bytes);
+       pause = std::min(2 * pause, std::chrono::microseconds(1000))) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(pause);
+  }
+  return true;
+}
+
 absl::Status UffdPmap::create_view(Region& r, AddressTaken taken) {
   absl::StatusOr<uint64_t> off = alloc_range(r.npages());
   if (!off.ok()) return off.status();
@@ -248,26 +262,28 @@ absl::Status UffdPmap::create_view(Region& r, AddressTaken taken) {
   // The kernel may offer addresses an munmap or mremap has just freed
   // before the runtime has applied its event: they still belong to the old
   // region, and a view there would be taken for it (and released with it).
-  // Such a view is kept, unregistered, while the kernel offers another
-  // address, then unmapped (no event: it was never registered).
-  std::vector<void*> refused;
+  // Such an offer is let go (it was never registered: no event), and the
+  // next asked for once the reader has applied the event.  (Holding offers
+  // while the kernel makes others does not do: the rest of a large freed
+  // region comes next, offer after offer.)
   void* a = map();
-  while (a != MAP_FAILED && taken(reinterpret_cast<uintptr_t>(a), bytes) &&
-         refused.size() < kMaxRefusedViews) {
-    refused.push_back(a);
+  bool held = false;  // an offer still held after kTakenWait, or too many
+  for (int refused = 0; a != MAP_FAILED && taken(reinterpret_cast<uintptr_t>(a), bytes);
+       refused++) {
+    const uintptr_t offered = reinterpret_cast<uintptr_t>(a);
+    munmap(a, bytes);
+    a = MAP_FAILED;
+    held = refused == kMaxRefusedViews || !wait_until_free(taken, offered, bytes);
+    if (held) break;
     a = map();
   }
   const int e = errno;
-  const bool all_taken = a != MAP_FAILED && refused.size() == kMaxRefusedViews &&
-                         taken(reinterpret_cast<uintptr_t>(a), bytes);
-  if (all_taken) refused.push_back(a);
-  for (void* x : refused) munmap(x, bytes);
-  if (a == MAP_FAILED || all_taken) {
+  if (a == MAP_FAILED) {
     Region tmp(0, r.npages(), *off);
     free_range(tmp);
-    if (all_taken) {
+    if (held) {
       return absl::UnavailableError(absl::StrFormat(
-          "uvmrt: cannot place a %d-byte region: every address offered still belongs to a "
+          "uvmrt: cannot place a %d-byte region: the addresses offered still belong to a "
           "region the application unmapped, whose event is not yet applied: try again",
           bytes));
     }

@@ -14,6 +14,7 @@
 
 #include <linux/userfaultfd.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -170,9 +171,12 @@ class UffdPmap final : public Pmap {
   // false if part of it was not mapped.
   bool remove_range(const Region& r, uint64_t start, uint64_t end);
 
-  // Addresses create_view refuses before it gives up (each one still held by
-  // a region whose unmapping event is unread or not yet applied).
-  static constexpr size_t kMaxRefusedViews = 16;
+  // Offers create_view lets go before it gives up (each one still held by
+  // a region whose unmapping event is unread or not yet applied), and how
+  // long it waits for one to be let go by the old region.
+  static constexpr int kMaxRefusedViews = 16;
+  static constexpr std::chrono::seconds kTakenWait{5};
+  static bool wait_until_free(AddressTaken taken, uintptr_t start, uint64_t bytes);
 
   int uffd_ = -1;
   int memfd_ = -1;
