@@ -194,8 +194,8 @@ class Uvm {
   // uao_detach: unmaps the region starting at `addr`; waits for its busy
   // pages, then frees its frames and swap slots.  `bytes`, if nonzero, must
   // equal the region's size.
-  // => any thread; holds no lock.
-  absl::Status uao_detach(uintptr_t addr, uint64_t bytes) ABSL_LOCKS_EXCLUDED(maplock_);
+  // => any thread but the userfaultfd reader; holds no lock.
+  absl::Status uao_detach(uintptr_t addr, uint64_t bytes) ABSL_LOCKS_EXCLUDED(maplock_, evlock_);
 
   // The region containing `addr`, or null.  Where the application has put
   // another region in a region's hole (an address range it unmapped), the

@@ -209,6 +209,11 @@ void Uvm::map_recheck_nested() {
 }
 
 absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
+  // An munmap of part of the region returns once its event is read, and
+  // the reader applies the event under uvm_event_lock.  Wait for that, so
+  // that the removal of the view (destroy_view) leaves the part alone:
+  // another mapping may have taken its addresses since.
+  { ReaderLock applied(&evlock_); }
   std::shared_ptr<Region> r;
   {
     WriterLock l(&maplock_);
