@@ -137,21 +137,19 @@ class FakePmap final : public uvm::Pmap {
   }
 
   absl::Status enter(const uvm::Region& r, uint64_t idx, bool wp) override {
-    bool fail = false;
+    absl::Status st;
     {
       uvmrt::MutexLock l(&mu_);
       PageState* p = app_page(r, idx, "enter");
       if (fail_enters_ > 0) {
-        fail_enters_--;
-        fail = true;
+        st = injected_failure();
       } else if (p != nullptr) {
         p->mapped = true;
         p->wp = wp;
       }
     }
     record({kEnter, &r, idx, 1, wp});
-    if (fail) return injected_failure();
-    return absl::OkStatus();
+    return st;
   }
 
   // Maps up to the first page mapped already, as UFFDIO_CONTINUE stops at
@@ -174,13 +172,12 @@ class FakePmap final : public uvm::Pmap {
   }
 
   absl::Status zerofill(const uvm::Region& r, uint64_t idx) override {
-    bool fail = false;
+    absl::Status st;
     {
       uvmrt::MutexLock l(&mu_);
       PageState* p = app_page(r, idx, "zerofill");
       if (fail_enters_ > 0) {
-        fail_enters_--;
-        fail = true;
+        st = injected_failure();
       } else if (p != nullptr) {
         std::memset(view(r)->mem.get() + idx * uvm::PAGE_SIZE, 0, uvm::PAGE_SIZE);
         p->mapped = true;
@@ -188,8 +185,7 @@ class FakePmap final : public uvm::Pmap {
       }
     }
     record({kZerofill, &r, idx, 1, false});
-    if (fail) return injected_failure();
-    return absl::OkStatus();
+    return st;
   }
 
   bool remove(const uvm::Region& r, uint64_t idx, uint64_t n) override {
@@ -368,8 +364,10 @@ class FakePmap final : public uvm::Pmap {
   std::function<void(const Call&)> hook_ ABSL_GUARDED_BY(mu_);
   int fail_enters_ ABSL_GUARDED_BY(mu_) = 0;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;  // fail_enters_ fail for good
-  absl::Status injected_failure() {
-    uvmrt::MutexLock l(&mu_);
+  // One of the next fail_enters_ mapping calls fails, as the last of
+  // FailNextMappings or BreakNextMappings said.
+  absl::Status injected_failure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    fail_enters_--;
     return broken_ ? absl::InternalError("FakePmap: injected: the mapping call failed")
                    : absl::UnavailableError("FakePmap: injected: userfaultfd event pending");
   }

@@ -500,7 +500,13 @@ class Uvm {
 
   void uao_teardown(Region& r) ABSL_LOCKS_EXCLUDED(maplock_);
   void uao_discard(Region& r, uint64_t first, uint64_t n);
-  std::vector<std::shared_ptr<Region>> regions_overlapping(uintptr_t start, uintptr_t end)
+  // The part of a region an address range covers: its pages [first, last).
+  struct map_piece {
+    std::shared_ptr<Region> r;
+    uint64_t first, last;
+  };
+  // The regions [start, end) overlaps, each with the pages it covers.
+  std::vector<map_piece> regions_overlapping(uintptr_t start, uintptr_t end)
       ABSL_LOCKS_EXCLUDED(maplock_);
   // regions_ helpers.
   // The first entry that may overlap [start, ...): with nesting, the first.

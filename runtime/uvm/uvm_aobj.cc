@@ -152,14 +152,8 @@ std::shared_ptr<Region> Uvm::map_lookup_locked(uintptr_t addr) {
 }
 
 bool Uvm::uvm_map_taken(uintptr_t start, uint64_t bytes) {
-  const uintptr_t end = start + bytes;
-  ReaderLock l(&maplock_);
-  for (auto it = map_first_overlap(start); it != regions_.end() && it->first < end; ++it) {
-    const Region& r = *it->second;
-    if (r.base() + r.bytes() <= start) continue;
-    const uint64_t first = (std::max(start, r.base()) - r.base()) >> PAGE_SHIFT;
-    const uint64_t last = (std::min(end, r.base() + r.bytes()) - r.base()) >> PAGE_SHIFT;
-    if (r.live_from(first, last) < last) return true;
+  for (const map_piece& p : regions_overlapping(start, start + bytes)) {
+    if (p.r->live_from(p.first, p.last) < p.last) return true;
   }
   return false;
 }
@@ -246,12 +240,16 @@ absl::Status Uvm::uao_detach(uintptr_t addr, uint64_t bytes) {
   return absl::OkStatus();
 }
 
-std::vector<std::shared_ptr<Region>> Uvm::regions_overlapping(uintptr_t start, uintptr_t end) {
-  std::vector<std::shared_ptr<Region>> out;
+std::vector<Uvm::map_piece> Uvm::regions_overlapping(uintptr_t start, uintptr_t end) {
+  std::vector<map_piece> out;
   ReaderLock l(&maplock_);
   for (auto it = map_first_overlap(start); it != regions_.end() && it->first < end; ++it) {
     const Region& r = *it->second;
-    if (r.base() + r.bytes() > start) out.push_back(it->second);
+    const uintptr_t base = r.base(), rend = base + r.bytes();
+    if (rend <= start) continue;
+    out.push_back({.r = it->second,
+                   .first = (std::max(start, base) - base) >> PAGE_SHIFT,
+                   .last = (std::min(end, rend) - base + PAGE_SIZE - 1) >> PAGE_SHIFT});
   }
   return out;
 }
@@ -304,22 +302,14 @@ void Uvm::uao_discard(Region& r, uint64_t first, uint64_t n) {
 }
 
 void Uvm::uvm_map_discard(uintptr_t start, uintptr_t end) {
-  for (const std::shared_ptr<Region>& r : regions_overlapping(start, end)) {
-    const uintptr_t s = std::max(start, r->base());
-    const uintptr_t e = std::min(end, r->base() + r->bytes());
-    const uint64_t first = (s - r->base()) >> PAGE_SHIFT;
-    const uint64_t last = (e - r->base() + PAGE_SIZE - 1) >> PAGE_SHIFT;
-    logger()->debug("uvm_map_discard: {} pages at {:#x}", last - first, s);
+  for (const auto& [r, first, last] : regions_overlapping(start, end)) {
+    logger()->debug("uvm_map_discard: {} pages at {:#x}", last - first, r->addr(first));
     uao_discard(*r, first, last - first);
   }
 }
 
 void Uvm::uvm_map_unmapped(uintptr_t start, uintptr_t end) {
-  for (const std::shared_ptr<Region>& r : regions_overlapping(start, end)) {
-    const uintptr_t s = std::max(start, r->base());
-    const uintptr_t e = std::min(end, r->base() + r->bytes());
-    const uint64_t first = (s - r->base()) >> PAGE_SHIFT;
-    const uint64_t last = (e - r->base() + PAGE_SIZE - 1) >> PAGE_SHIFT;
+  for (const auto& [r, first, last] : regions_overlapping(start, end)) {
     // A region whose view is there was mapped after the unmapping: in the
     // addresses an mremap left (the kernel reports the move, then the unmap
     // of the old range), or in a gap the munmap spanned.

@@ -582,21 +582,26 @@ absl::Status UffdPmap::zerofill_run(const Region& r, uint64_t idx, uint64_t n, u
 // mapping there that is not r's view is not registered, and the call that
 // follows fails again.)
 uint64_t UffdPmap::pages_in_mapping(const Region& r, uint64_t idx, uint64_t n) {
-  uint64_t start = 0, end = 0;
   const uint64_t addr = r.addr(idx);
-  if (!uvm_mapping_from(maps_fd_, addr, &start, &end) || start > addr) return 0;
-  return std::min(n, (end - addr) >> PAGE_SHIFT);
+  procmap_query q{};
+  if (!query_mapping(addr, &q) || q.vma_start > addr) return 0;
+  return std::min<uint64_t>(n, (q.vma_end - addr) >> PAGE_SHIFT);
 }
 
 // Without PROCMAP_QUERY this reads /proc/self/maps: it serves unmapping
 // events, which only the application's munmap and mremap send.
 bool UffdPmap::view_at(const Region& r, uint64_t idx) {
   const uint64_t addr = r.addr(idx);
-  const uint64_t want = (r.pgoff() + idx) << PAGE_SHIFT;
   procmap_query q{};
-  const bool found =
-      fast_query_ ? query_vma(maps_fd_, addr, &q) : query_vma_text(maps_fd_, addr, &q);
-  if (!found || q.vma_start > addr) return false;
+  return query_mapping(addr, &q) && q.vma_start <= addr && own_view(q, r, addr);
+}
+
+bool UffdPmap::query_mapping(uint64_t addr, procmap_query* q) const {
+  return fast_query_ ? query_vma(maps_fd_, addr, q) : query_vma_text(maps_fd_, addr, q);
+}
+
+bool UffdPmap::own_view(const procmap_query& q, const Region& r, uint64_t addr) const {
+  const uint64_t want = (r.pgoff() + ((addr - r.base()) >> PAGE_SHIFT)) << PAGE_SHIFT;
   return q.inode == memfd_ino_ && q.vma_offset + (addr - q.vma_start) == want;
 }
 
@@ -624,8 +629,7 @@ bool UffdPmap::remove(const Region& r, uint64_t idx, uint64_t n) {
         if (q.vma_start > start) all = false;  // a gap in the view
         s = std::max(start, static_cast<uint64_t>(q.vma_start));
         e = std::min(end, static_cast<uint64_t>(q.vma_end));
-        const uint64_t want = (r.pgoff() + ((s - r.base()) >> PAGE_SHIFT)) << PAGE_SHIFT;
-        if (q.inode != memfd_ino_ || q.vma_offset + (s - q.vma_start) != want) {
+        if (!own_view(q, r, s)) {
           all = false;  // not this region's view
           start = e;
           continue;

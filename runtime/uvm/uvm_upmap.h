@@ -26,6 +26,8 @@
 #include "uvm/uvm_lock.h"
 #include "uvm/uvm_pmap.h"
 
+struct procmap_query;  // uvm_compat.h, or <linux/fs.h> from Linux 6.11
+
 namespace uvmrt::uvm {
 
 // The REMOVE events that the runtime's own MADV_DONTNEED calls (the page
@@ -167,6 +169,12 @@ class UffdPmap final : public Pmap {
   UffdPmap() = default;
   absl::StatusOr<uint64_t> alloc_range(uint64_t npages) ABSL_LOCKS_EXCLUDED(range_lock_);
   uint64_t pages_in_mapping(const Region& r, uint64_t idx, uint64_t n);
+  // The mapping that covers addr, or else the first one above it:
+  // PROCMAP_QUERY where the kernel has it, else a read of /proc/self/maps.
+  bool query_mapping(uint64_t addr, procmap_query* q) const;
+  // Whether q, a mapping that covers addr, is r's own view of the page
+  // there: the memfd, at the page's offset.
+  bool own_view(const procmap_query& q, const Region& r, uint64_t addr) const;
   // One MADV_DONTNEED over [start, end), an address range of r's view;
   // false if part of it was not mapped.
   bool remove_range(const Region& r, uint64_t start, uint64_t end);
